@@ -1,0 +1,1 @@
+"""Torch networks used at inference: Theia encoder, policy heads, normalisation."""
