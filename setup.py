@@ -5,6 +5,7 @@
 """
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -45,7 +46,7 @@ setup(
     name="theia-ros",
     version="0.1.0",
     description="Theia encoders, behaviour-cloning policies and safe ROS 2 deployment",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -120,7 +121,7 @@ class TheiaEncoder(nn.Module):
 def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
     """``[B, N, C]`` with N a square -> ``[B, C, sqrt N, sqrt N]``."""
     b, n, c = tokens.shape
-    side = int(round(n ** 0.5))
+    side = math.isqrt(n)
     if side * side != n:
         raise ValueError(f"{n} tokens do not form a square grid")
     return tokens.transpose(1, 2).reshape(b, c, side, side)
