@@ -14,6 +14,8 @@ anything else that is not 3-channel RGB is a clear error.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -27,16 +29,36 @@ IMAGE_SIZE = 224
 MEAN = 0.5
 STD = 0.5
 _CHANNELS = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "gray": 1}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# 8-bit PIL modes that convert to RGB without loss of meaning (alpha is dropped).
+_PIL_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"}
 
 
 def to_nchw_uint8(images: np.ndarray | torch.Tensor, color: ColorOrder | None = None
                   ) -> torch.Tensor:
-    """Any accepted layout/colour order -> uint8 RGB ``[B, 3, H, W]`` tensor."""
-    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray)
-                        else images)
+    """Any accepted layout/colour order -> uint8 RGB ``[B, 3, H, W]`` tensor.
+
+    The channel axis is the last one when its size is 1, 3 or 4, else axis 1 (so a
+    channels-first image only needs to be wider than 4 pixels). A 2-D ``[H, W]`` array is
+    accepted with ``color='gray'``.
+    """
+    if color is not None and color not in _CHANNELS:
+        raise TheiaError(f"color={color!r} not understood; use one of {sorted(_CHANNELS)}")
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8:
+            raise TheiaError(f"images must be uint8 (0..255), got {images.dtype}")
+        arr = np.ascontiguousarray(images)
+        x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    elif isinstance(images, torch.Tensor):
+        x = images
+    else:
+        raise TheiaError(f"images must be a numpy array or torch tensor, got {type(images)}")
     if x.dtype != torch.uint8:
         raise TheiaError(f"images must be uint8 (0..255), got {x.dtype}")
-    if x.ndim == 2 and color == "gray":
+    if x.ndim == 2:
+        if color != "gray":
+            raise TheiaError(f"a 2-D image {tuple(x.shape)} is taken as grey only with "
+                             "color='gray'")
         x = x[None, :, :, None]
     elif x.ndim == 3:
         x = x[None]
@@ -48,6 +70,8 @@ def to_nchw_uint8(images: np.ndarray | torch.Tensor, color: ColorOrder | None = 
     channels = x.shape[1]
     if channels not in (1, 3, 4):
         raise TheiaError(f"cannot find the channel axis in images of shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise TheiaError(f"images are empty: shape [B, C, H, W] = {tuple(x.shape)}")
     if color is None:
         if channels != 3:
             raise TheiaError(f"images have {channels} channels; pass color='gray', 'rgba' or "
@@ -77,3 +101,44 @@ def preprocess(images: np.ndarray | torch.Tensor, color: ColorOrder | None = Non
                size: int = IMAGE_SIZE) -> torch.Tensor:
     """uint8 images in any accepted layout -> model input ``[B, 3, size, size]`` float32."""
     return normalize_uint8(to_nchw_uint8(images, color), size)
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file -> uint8 RGB ``[H, W, 3]``; unreadable/corrupt/empty -> TheiaError.
+
+    Grey, palette and RGBA files are converted to RGB here (the file says what it holds, so
+    no ``color`` argument is needed); 16-bit and float images are refused rather than guessed.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise TheiaError(f"{path}: no such image file")
+    if path.stat().st_size == 0:
+        raise TheiaError(f"{path}: empty file, expected an image")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode fully now so truncated files fail here
+            if img.mode not in _PIL_MODES:
+                raise TheiaError(f"{path}: image mode {img.mode!r} not supported; expected an "
+                                 "8-bit grey, palette, RGB or RGBA image")
+            array = np.array(img.convert("RGB"), dtype=np.uint8)  # writable copy
+    except TheiaError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise TheiaError(f"{path}: cannot read image ({exc})") from None
+    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise TheiaError(f"{path}: image has no pixels (shape {array.shape})")
+    return array
+
+
+def list_images(directory: str | os.PathLike) -> list[Path]:
+    """Image files (by suffix, sorted) directly in ``directory``; none -> TheiaError."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise TheiaError(f"{directory}: not a directory")
+    files = sorted(p for p in directory.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise TheiaError(f"{directory}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files

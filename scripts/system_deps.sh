@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the project needs: Mesa EGL for headless MuJoCo rendering.
+# Debian packages the project needs: Mesa EGL for headless MuJoCo rendering; openssl
+# for the Spot stand-in's test certificate.
 # Installs only what is missing; uses sudo when not root; skips quietly off Debian/Ubuntu.
 set -euo pipefail
-pkgs=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+pkgs=(libegl1 libegl-mesa0 libgl1-mesa-dri openssl)
 command -v dpkg-query >/dev/null || { echo "system_deps: not Debian/Ubuntu, skipping"; exit 0; }
 missing=()
 for p in "${pkgs[@]}"; do

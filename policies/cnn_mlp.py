@@ -1,0 +1,126 @@
+"""CNN-MLP behaviour-cloning head (Theia paper, Table 8 neck + Table 9 WidowX training).
+
+Spatial features ``[B, C, 14, 14]`` go through the "compression layer"
+Conv(C,256,k4,s2,p1)-ReLU-Conv(256,256,k3,s2)-ReLU-Conv(256,256,k3,s1) (14 -> 7 -> 3 -> 1),
+are flattened, concatenated with the normalised joint state ``[B, S]`` and fed to a 3-layer
+MLP (hidden 256) that outputs a whole action chunk ``[B, H, A]`` (H = 10 for door opening and
+microwave, 5 for pick-and-place). Trained with SmoothL1 on normalised actions.
+
+Example::
+
+    head = CnnMlpHead(CnnMlpConfig(feature_dim=192, state_dim=7, horizon=10))
+    chunk = head.predict(fmap, state_n)  # [B, 10, 7] (normalised units)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from theia_ros.errors import TheiaError
+from theia_ros.types import ACTION_DIM
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class CnnMlpConfig:
+    """CNN-MLP head hyper-parameters.
+
+    Args:
+        feature_dim: encoder token width C (192 / 384 / 768).
+        state_dim: joint-state length S (arm joints + gripper).
+        action_dim: numbers per action (7: xyz, rpy, gripper).
+        horizon: actions predicted per step (chunk length H).
+        grid: feature-map side (14 for a 224 / 16 ViT).
+        neck_channels: width of the compression convs (256 in the paper).
+        hidden_dim: MLP hidden width (256 in the paper).
+    """
+
+    feature_dim: int = 192
+    state_dim: int = 7
+    action_dim: int = ACTION_DIM
+    horizon: int = 10
+    grid: int = 14
+    neck_channels: int = 256
+    hidden_dim: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
+                     "neck_channels", "hidden_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TheiaError(f"cnn_mlp config: {name} must be a positive int, got {value!r}")
+        if self.neck_side < 1:
+            raise TheiaError(f"cnn_mlp config: grid {self.grid} is too small for the "
+                             "compression convs (need at least 6)")
+
+    @property
+    def neck_side(self) -> int:
+        """Spatial side after the three compression convs (1 for a 14 x 14 grid)."""
+        s = _conv_out(self.grid, 4, 2, 1)
+        s = _conv_out(s, 3, 2, 0)
+        return _conv_out(s, 3, 1, 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CnnMlpConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TheiaError(f"cnn_mlp config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+class CnnMlpHead(nn.Module):
+    """Compression convs + MLP: (``[B, C, g, g]``, ``[B, S]``) -> ``[B, H, A]``."""
+
+    def __init__(self, config: CnnMlpConfig):
+        super().__init__()
+        self.config = config
+        c, n = config.feature_dim, config.neck_channels
+        self.neck = nn.Sequential(
+            nn.Conv2d(c, n, kernel_size=4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(n, n, kernel_size=3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(n, n, kernel_size=3, stride=1),
+            nn.Flatten(),
+        )
+        flat = n * config.neck_side ** 2
+        h = config.hidden_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(flat + config.state_dim, h),
+            nn.ReLU(),
+            nn.Linear(h, h),
+            nn.ReLU(),
+            nn.Linear(h, config.horizon * config.action_dim),
+        )
+
+    def forward(self, features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Feature map ``[B, C, g, g]`` + normalised state ``[B, S]`` -> ``[B, H, A]``."""
+        x = torch.cat([self.neck(features), state], dim=1)
+        return self.mlp(x).view(-1, self.config.horizon, self.config.action_dim)
+
+    def predict(self, features: torch.Tensor, state: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalised action chunk ``[B, H, A]`` (``generator`` unused: deterministic head)."""
+        return self(features, state)
+
+    def compute_loss(self, features: torch.Tensor, state: torch.Tensor, actions: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+        """SmoothL1 between predicted and target normalised chunks ``[B, H, A]``.
+
+        ``mask`` ``[B, H]`` (1 = real step) drops padded steps from the mean.
+        """
+        err = F.smooth_l1_loss(self(features, state), actions, reduction="none")
+        if mask is None:
+            return err.mean()
+        weight = mask.to(err.dtype)[..., None].expand_as(err)
+        return (err * weight).sum() / weight.sum().clamp_min(1.0)

@@ -1,0 +1,268 @@
+"""A behaviour-cloning policy = Theia encoder + action head + state/action normalisers.
+
+The checkpoint is a directory (the Policy-checkpoint contract that export reads):
+
+- ``model.safetensors``: every weight, the encoder's included even when it was frozen during
+  training (so an exported bundle never needs the encoder checkpoint it started from), and
+  the normaliser buffers (``normalizer.{state,action}.{offset,scale}``);
+- ``policy.json``: ``type`` (``cnn_mlp|diffusion``), ``encoder`` (EncoderConfig), ``head``
+  (head config), ``action_kind``, ``horizon``, ``fps``, ``camera``, ``state_dim``,
+  ``normalization`` (raw stats and offset/scale) and the SHA-256 of ``model.safetensors``.
+
+Both files are written atomically (tmp + ``os.replace``), weights first, JSON last; a
+checksum mismatch on load means a save was interrupted, and is reported as such.
+
+Example::
+
+    policy = Policy(PolicyConfig("cnn_mlp", "ee_delta", state_dim=7, horizon=10),
+                    encoder, CnnMlpHead(CnnMlpConfig(192, 7)), normalizer)
+    save_policy(policy, "runs/door")
+    policy = load_policy("runs/door")
+    chunk = policy.predict_action_chunk(image_u8, state)   # [1, 10, 7] physical units
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from policies.cnn_mlp import CnnMlpConfig, CnnMlpHead
+from policies.diffusion import DiffusionConfig, DiffusionHead
+from policies.encoder import EncoderConfig, TheiaEncoder, tokens_to_map
+from policies.normalize import Normalizer
+from policies.preprocess import preprocess
+from theia_ros.errors import TheiaError
+from theia_ros.types import ACTION_DIM, ActionKind
+
+POLICY_JSON = "policy.json"
+MODEL_FILE = "model.safetensors"
+FORMAT = "theia-ros-policy"
+FORMAT_VERSION = 1
+
+# policy type -> (head config class, head class)
+HEADS: dict[str, tuple[type, type[nn.Module]]] = {
+    "cnn_mlp": (CnnMlpConfig, CnnMlpHead),
+    "diffusion": (DiffusionConfig, DiffusionHead),
+}
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What a policy is, apart from its networks' hyper-parameters.
+
+    Args:
+        type: head type, a key of ``HEADS``.
+        action_kind: ``ee_delta`` (WidowX) or ``ee_absolute`` (Spot), see ActionKind.
+        state_dim: joint-state length S.
+        horizon: actions per predicted chunk H.
+        fps: control rate the demonstrations were recorded at (Hz).
+        camera: dataset camera the policy looks through.
+        action_dim: numbers per action (7).
+        encoder_frozen: whether the encoder was frozen while training.
+        encoder_source: the checkpoint path / hub id / registry name it started from.
+    """
+
+    type: str
+    action_kind: str
+    state_dim: int
+    horizon: int
+    fps: float = 5.0
+    camera: str = "front"
+    action_dim: int = ACTION_DIM
+    encoder_frozen: bool = True
+    encoder_source: str = "theia_tiny"
+
+    def __post_init__(self) -> None:
+        if self.type not in HEADS:
+            raise TheiaError(f"policy type {self.type!r} unknown; choose one of {sorted(HEADS)}")
+        kinds = [k.value for k in ActionKind]
+        if self.action_kind not in kinds:
+            raise TheiaError(f"action_kind {self.action_kind!r} unknown; choose one of {kinds}")
+        for name in ("state_dim", "horizon", "action_dim"):
+            if int(getattr(self, name)) < 1:
+                raise TheiaError(f"policy config: {name} must be >= 1")
+        if not self.fps > 0:
+            raise TheiaError(f"policy config: fps must be > 0, got {self.fps}")
+
+
+class Policy(nn.Module):
+    """Encoder + head + normaliser; inputs and outputs in physical units."""
+
+    def __init__(self, config: PolicyConfig, encoder: TheiaEncoder, head: nn.Module,
+                 normalizer: Normalizer):
+        super().__init__()
+        hc = head.config
+        if hc.feature_dim != encoder.embed_dim:
+            raise TheiaError(f"head feature_dim {hc.feature_dim} != encoder width "
+                             f"{encoder.embed_dim}")
+        if (hc.state_dim, hc.horizon, hc.action_dim) != (
+                config.state_dim, config.horizon, config.action_dim):
+            want = (config.state_dim, config.horizon, config.action_dim)
+            raise TheiaError("head config (state_dim, horizon, action_dim) = "
+                             f"{(hc.state_dim, hc.horizon, hc.action_dim)} disagrees with the "
+                             f"policy config {want}")
+        if (normalizer.state.dim, normalizer.action.dim) != (config.state_dim, config.action_dim):
+            raise TheiaError(f"normalisation stats have (state, action) dims "
+                             f"{(normalizer.state.dim, normalizer.action.dim)}, expected "
+                             f"{(config.state_dim, config.action_dim)}")
+        self.config = config
+        self.encoder = encoder
+        self.head = head
+        self.normalizer = normalizer
+
+    # --- features ---------------------------------------------------------------------------
+    def encode(self, images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 images (any layout ``policies.preprocess`` accepts) -> ``[B, C, 14, 14]``."""
+        x = preprocess(images_u8, size=self.encoder.config.img_size)
+        return self.encoder.forward_spatial(x.to(self._device()))
+
+    @staticmethod
+    def as_map(features: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[B, 196, C]`` or a map ``[B, C, 14, 14]`` -> map ``[B, C, 14, 14]``."""
+        return tokens_to_map(features) if features.ndim == 3 else features
+
+    # --- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_action_chunk(self, images_u8: np.ndarray | torch.Tensor,
+                             state: np.ndarray | torch.Tensor,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 images + joint state ``[B, S]`` (or ``[S]``) -> actions ``[B, H, 7]``."""
+        return self.predict_from_features(self.encode(images_u8), state, generator)
+
+    @torch.no_grad()
+    def predict_from_features(self, features: torch.Tensor, state: np.ndarray | torch.Tensor,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+        """Tokens ``[B, 196, C]`` or map ``[B, C, 14, 14]`` + state -> ``[B, H, 7]`` physical."""
+        fmap = self.as_map(features.to(self._device(), torch.float32))
+        s = self._state_tensor(state, fmap.shape[0])
+        chunk_n = self.head.predict(fmap, self.normalizer.state.normalize(s), generator)
+        return self.normalizer.action.unnormalize(chunk_n)
+
+    # --- training ---------------------------------------------------------------------------
+    def compute_loss(self, features: torch.Tensor, state: torch.Tensor, actions: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Head loss from features, physical state ``[B, S]`` and target chunk ``[B, H, 7]``."""
+        norm = self.normalizer
+        return self.head.compute_loss(self.as_map(features), norm.state.normalize(state),
+                                      norm.action.normalize(actions), mask)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _state_tensor(self, state: np.ndarray | torch.Tensor, batch: int) -> torch.Tensor:
+        s = torch.as_tensor(np.asarray(state) if not isinstance(state, torch.Tensor) else state)
+        s = s.to(self._device(), torch.float32)
+        if s.ndim == 1:
+            s = s[None]
+        if s.ndim != 2 or s.shape[1] != self.config.state_dim:
+            raise TheiaError(f"state must be [B, {self.config.state_dim}] or "
+                             f"[{self.config.state_dim}], got {tuple(s.shape)}")
+        if s.shape[0] != batch:
+            if s.shape[0] != 1:
+                raise TheiaError(f"state batch {s.shape[0]} != image batch {batch}")
+            s = s.expand(batch, -1)
+        return s
+
+    def describe(self) -> dict[str, Any]:
+        """The ``policy.json`` content (without the weights checksum)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **asdict(self.config),
+            "encoder": self.encoder.config.to_dict(),
+            "head": self.head.config.to_dict(),
+            "normalization": self.normalizer.to_dict(),
+        }
+
+
+def build_policy(config: PolicyConfig, encoder: TheiaEncoder, head_config: Any,
+                 normalizer: Normalizer) -> Policy:
+    """Policy with a freshly initialised head of ``config.type``."""
+    _, head_cls = HEADS[config.type]
+    return Policy(config, encoder, head_cls(head_config), normalizer)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_policy(policy: Policy, out_dir: str | os.PathLike) -> Path:
+    """Write ``policy.json`` + ``model.safetensors`` into ``out_dir`` (atomically, each)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / MODEL_FILE
+    tmp = out / f".{MODEL_FILE}.tmp-{os.getpid()}"
+    tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "type": policy.config.type})
+    os.replace(tmp, model_path)
+    meta = policy.describe()
+    meta["model_sha256"] = _sha256(model_path)
+    _atomic_write_bytes(out / POLICY_JSON, (json.dumps(meta, indent=2) + "\n").encode())
+    return out
+
+
+def read_policy_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Parsed and checked ``policy.json`` of a policy directory."""
+    p = Path(path)
+    p = p / POLICY_JSON if p.is_dir() else p
+    if not p.is_file():
+        raise TheiaError(f"{p}: no policy.json (expected a policy directory from train-policy)")
+    try:
+        meta = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise TheiaError(f"{p}: not valid JSON ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise TheiaError(f"{p}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise TheiaError(f"{p}: format_version {meta.get('format_version')!r} unsupported "
+                         f"(this code reads {FORMAT_VERSION})")
+    for key in ("type", "encoder", "head", "normalization", "action_kind", "horizon"):
+        if key not in meta:
+            raise TheiaError(f"{p}: missing field {key!r}")
+    return meta
+
+
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu",
+                verify: bool = True) -> Policy:
+    """Policy directory -> ``Policy`` in eval mode (safetensors only, no pickle)."""
+    root = Path(path)
+    meta = read_policy_json(root)
+    model_path = root / MODEL_FILE
+    if not model_path.is_file():
+        raise TheiaError(f"{model_path}: missing (policy.json without its weights)")
+    if verify and meta.get("model_sha256") and _sha256(model_path) != meta["model_sha256"]:
+        raise TheiaError(f"{model_path}: checksum differs from policy.json (interrupted save?)")
+    fields = set(PolicyConfig.__dataclass_fields__)
+    config = PolicyConfig(**{k: v for k, v in meta.items() if k in fields})
+    head_cfg_cls, head_cls = HEADS[config.type]
+    encoder = TheiaEncoder(EncoderConfig.from_dict(meta["encoder"]))
+    head = head_cls(head_cfg_cls.from_dict(meta["head"]))
+    policy = Policy(config, encoder, head, Normalizer.from_dict(meta["normalization"]))
+    state = load_file(str(model_path))
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise TheiaError(f"{model_path}: weights do not match policy.json "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return policy.to(device).eval()

@@ -1,0 +1,1 @@
+"""Robot adapters (WidowX 250s, Spot, MuJoCo twin): one RobotAdapter seam, imported lazily."""

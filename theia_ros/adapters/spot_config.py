@@ -1,0 +1,151 @@
+"""``SpotConfig``: everything the Spot adapter needs to know, validated, with no secrets in it.
+
+Credentials are deliberately *not* fields: they come from ``BOSDYN_CLIENT_USERNAME`` /
+``BOSDYN_CLIENT_PASSWORD`` or from ``credentials_file`` (chmod 600), so a saved effective
+config or a ROS parameter dump never contains a password.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from theia_ros.errors import TheiaError
+
+FRAMES = ("body", "flat_body", "odom")
+# Conservative reach box for the hand in the body frame (m): in front of the body, inside the
+# arm's ~0.98 m reach, never far below the body.
+BODY_WORKSPACE_M = ((0.25, -0.6, -0.35), (1.0, 0.6, 0.8))
+
+
+@dataclass
+class SpotConfig:
+    """Args:
+    hostname: robot address (``192.168.80.3`` on Spot's own Wi-Fi).
+    port: TLS port of the robot API (443; tests point it at a loopback stand-in).
+    robot_cert: glob of the robot CA certificate(s); None = the one shipped in bosdyn-client.
+    credentials_file: ``KEY=VALUE`` file with the two BOSDYN_CLIENT_* variables, chmod 600;
+        None = read them from the environment.
+    client_name: shown on the tablet as the lease owner.
+    cameras: camera name (policy input key, e.g. ``front``) -> image source on the robot.
+    image_service: image service name (``image``; a payload camera may register another).
+    image_format: ``jpeg`` (small over Wi-Fi) or ``raw``.
+    frame: command/observation frame of the hand pose: ``body``, ``flat_body`` or ``odom``.
+    rate_hz: control rate; the arm trajectory time defaults to one period.
+    trajectory_time_s: override the arm trajectory duration per command.
+    workspace_min_m / workspace_max_m: last-line clip box for the hand position in ``frame``
+        (the control core's safety filter runs before this); required for ``odom``.
+    take_lease: take the lease from its current owner instead of failing.
+    allow_no_estop: move even when no e-stop endpoint is registered (dangerous; explicit).
+    stand_on_connect: stand after powering on.
+    power_off_on_exit: sit and cut motor power on exit (else stay powered and standing).
+    recover: after a lease / connection / time-sync fault, re-acquire (never take) the lease and
+        power on again, at most every ``recover_interval_s``.
+    """
+
+    hostname: str = "192.168.80.3"
+    port: int = 443
+    robot_cert: str | None = None
+    credentials_file: str | None = None
+    client_name: str = "theia-ros"
+    cameras: dict[str, str] = field(default_factory=lambda: {"front": "frontleft_fisheye_image"})
+    image_service: str = "image"
+    image_format: str = "jpeg"
+    jpeg_quality_percent: int = 75
+    frame: str = "body"
+    rate_hz: float = 5.0
+    trajectory_time_s: float | None = None
+    workspace_min_m: tuple[float, float, float] | None = None
+    workspace_max_m: tuple[float, float, float] | None = None
+    take_lease: bool = False
+    allow_no_estop: bool = False
+    stand_on_connect: bool = True
+    power_off_on_exit: bool = True
+    recover: bool = False
+    recover_interval_s: float = 2.0
+    rpc_timeout_s: float = 5.0  # start-up / shut-down RPCs
+    tick_rpc_timeout_s: float | None = None  # per-tick RPCs; default one control period
+    power_timeout_s: float = 20.0  # power on, stand, stow, power off
+    time_sync_timeout_s: float = 5.0
+    time_sync_interval_s: float = 10.0
+    lease_keepalive_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> TheiaError:
+            return TheiaError(f"spot config field {name!r}: expected {expected}, "
+                              f"got {getattr(self, name)!r}")
+
+        if not self.hostname:
+            raise bad("hostname", "the robot's address")
+        if not 0 < self.port < 65536:
+            raise bad("port", "a TCP port")
+        if self.frame not in FRAMES:
+            raise bad("frame", f"one of {FRAMES}")
+        if not self.cameras or not all(isinstance(v, str) and v for v in self.cameras.values()):
+            raise bad("cameras", "a non-empty mapping camera name -> image source")
+        if self.image_format not in ("jpeg", "raw"):
+            raise bad("image_format", "'jpeg' or 'raw'")
+        if not 0 < self.jpeg_quality_percent <= 100:
+            raise bad("jpeg_quality_percent", "1..100")
+        for name in ("rate_hz", "recover_interval_s", "rpc_timeout_s", "power_timeout_s",
+                     "time_sync_timeout_s", "time_sync_interval_s", "lease_keepalive_s"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "a positive number")
+        for name in ("trajectory_time_s", "tick_rpc_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise bad(name, "a positive number or null")
+        if (self.workspace_min_m is None) != (self.workspace_max_m is None):
+            raise bad("workspace_min_m", "workspace_min_m and workspace_max_m given together")
+        if self.workspace_min_m is None and self.frame == "odom":
+            raise bad("workspace_min_m", "an explicit workspace box when frame is 'odom'")
+        if self.workspace_min_m is not None:
+            low, high = np.asarray(self.workspace_min_m), np.asarray(self.workspace_max_m)
+            if low.shape != (3,) or high.shape != (3,) or not np.all(low < high):
+                raise bad("workspace_min_m", "3 numbers each below workspace_max_m")
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.rate_hz
+
+    @property
+    def tick_timeout_s(self) -> float:
+        return self.tick_rpc_timeout_s or self.period_s
+
+    def trajectory_time(self) -> float:
+        """Seconds the arm takes to reach each commanded pose: one control period by default."""
+        return self.trajectory_time_s or self.period_s
+
+    def workspace_box(self) -> tuple[np.ndarray, np.ndarray]:
+        low, high = self.workspace_min_m, self.workspace_max_m
+        if low is None:
+            low, high = BODY_WORKSPACE_M
+        return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+
+    def safety_limits(self, max_step_m: float = 0.05, max_step_rad: float = 0.25):
+        """Control-core limits for this robot: the same workspace box, and per-tick steps of
+        5 cm / 0.25 rad (0.25 m/s, 1.25 rad/s at 5 Hz). Override with ``SafetyLimits.from_dict(
+        ..., base=cfg.safety_limits())`` from the task YAML's ``safety:`` block."""
+        from theia_ros.control.safety import SafetyLimits
+
+        low, high = self.workspace_box()
+        return SafetyLimits(workspace_min_m=tuple(low), workspace_max_m=tuple(high),
+                            max_step_m=max_step_m, max_step_rad=max_step_rad)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "spot config") -> SpotConfig:
+        """Build from a YAML/ROS-parameter mapping; unknown keys are an error naming the key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TheiaError(f"{source}: unknown key(s) {unknown}; expected some of "
+                             f"{sorted(known)}")
+        values = dict(data)
+        for key in ("workspace_min_m", "workspace_max_m"):
+            if values.get(key) is not None:
+                values[key] = tuple(float(v) for v in values[key])
+        return cls(**values)

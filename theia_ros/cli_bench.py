@@ -1,0 +1,343 @@
+"""Latency of the encoder, the head and the whole control step, per backend and model size.
+
+The control step is what the robot does every tick: decode a camera JPEG, preprocess,
+encode, act, postprocess (first action of the chunk -> ``Action``). Every backend is timed
+in the same run as the reference, torch eager fp32 running the same policy through its own
+code (``Policy.predict_action_chunk``, torch preprocessing), and the table reports the
+ratios, since absolute times on shared machines are noisy. Measurements are interleaved
+(a few iterations of each backend in turn) so background load hits all of them alike.
+
+``--sizes`` builds random-weight policies of the named encoder sizes and exports them with
+``theia export`` (a subprocess: the deploy package does not import ``training``) into
+``--work-dir`` (reused next time); ``--bundle`` benchmarks an exported bundle instead.
+
+Example::
+
+    theia bench --quick                                  # tiny + base, CNN-MLP, < 1 min
+    theia bench --sizes tiny,small,base --json > bench.json
+    theia bench --bundle bundles/door --backends tensorrt,onnxruntime --precision fp16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from theia_ros.errors import TheiaError
+from theia_ros.runtime import available_backends, load, read_bundle
+from theia_ros.runtime.bundle import BundleMeta
+from theia_ros.types import Action, ActionKind
+
+SIZES = {"tiny": "theia_tiny", "small": "theia_small", "base": "theia_base"}
+REFERENCE = "torch-eager"
+# Targets of issue 5 on the 2-core CPUs (onnxruntime, CNN-MLP head): step p50 and speed-up.
+TARGETS_MS = {"theia_tiny": 40.0, "theia_base": 250.0}
+TARGET_SPEEDUP = 1.5
+
+
+@dataclass
+class Timing:
+    """Latencies of one (model, backend) in milliseconds."""
+
+    model: str
+    head: str
+    backend: str
+    encoder_ms: list[float] = field(default_factory=list)
+    head_ms: list[float] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "head": self.head, "backend": self.backend}
+        for part in ("encoder", "head", "step"):
+            xs = np.asarray(getattr(self, f"{part}_ms"))
+            for q in (50, 90, 99):
+                out[f"{part}_p{q}_ms"] = float(np.percentile(xs, q)) if xs.size else None
+        out["n"] = len(self.step_ms)
+        return out
+
+
+def _hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 480x640, got {text!r}") from exc
+    return h, w
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--bundle", default=None, help="benchmark this exported bundle")
+    src.add_argument("--sizes", default="tiny,base",
+                     help="random-weight encoder sizes to build: tiny,small,base "
+                          "(default tiny,base)")
+    parser.add_argument("--head", choices=("cnn_mlp", "diffusion"), default="cnn_mlp",
+                        help="policy head for --sizes (default cnn_mlp)")
+    parser.add_argument("--backends", default="auto",
+                        help="comma list of tensorrt,onnxruntime,torch (default: every one "
+                             "available); the torch eager reference always runs")
+    parser.add_argument("--quick", action="store_true", help="few iterations (< 1 min)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="timed iterations per measurement (default 50, --quick 10)")
+    parser.add_argument("--image-size", type=_hw, default=(480, 640), metavar="HxW",
+                        help="camera size for --sizes (default 480x640)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for every backend (default: usable cores)")
+    parser.add_argument("--precision", default="fp16", help="TensorRT precision")
+    parser.add_argument("--work-dir", default=None,
+                        help="where --sizes keeps its bundles (default ~/.cache/theia_ros/bench)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+# --- inputs ----------------------------------------------------------------------------------
+def camera_jpeg(hw: tuple[int, int], seed: int = 0) -> bytes:
+    """A camera-like JPEG (smooth shading + texture + noise), so decoding costs what it does."""
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin(xx / 17.0) * np.cos(yy / 23.0)], -1)
+    img = np.clip(base * 200 + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise TheiaError("could not encode the benchmark JPEG")
+    return buf.tobytes()
+
+
+def decode_rgb(jpeg: np.ndarray) -> np.ndarray:
+    """JPEG bytes -> uint8 RGB ``[H, W, 3]`` (what the camera node does)."""
+    return cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+# --- bundles for --sizes ---------------------------------------------------------------------
+def _work_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "theia_ros" / "bench"
+
+
+def random_bundle(size: str, head: str, hw: tuple[int, int], work: Path,
+                  log: Callable[[str], None]) -> Path:
+    """Random-weight policy of ``size`` exported to a bundle under ``work`` (reused)."""
+    name = SIZES[size]
+    root = work / f"{name}-{head}-{hw[0]}x{hw[1]}"
+    bundle = root / "bundle"
+    try:
+        read_bundle(bundle, verify=False)
+        return bundle
+    except TheiaError:
+        pass
+    try:
+        import torch
+
+        from policies.cnn_mlp import CnnMlpConfig
+        from policies.diffusion import DiffusionConfig
+        from policies.encoder import create_encoder
+        from policies.normalize import Normalizer
+        from policies.policy import PolicyConfig, build_policy, save_policy
+    except ImportError as exc:
+        raise TheiaError(f"--sizes needs torch and the policies package ({exc.name} missing); "
+                         "pass --bundle to benchmark an exported bundle") from exc
+    log(f"building a random {name} + {head} policy and exporting it to {bundle}")
+    torch.manual_seed(0)
+    enc = create_encoder(name, seed=0)
+    rng = np.random.default_rng(0)
+    state_dim, horizon = 7, (10 if head == "cnn_mlp" else 4)
+    mode = "mean_std" if head == "cnn_mlp" else "min_max"
+    norm = Normalizer.from_data(mode, rng.normal(0, 0.5, (64, state_dim)),
+                                rng.normal(0, 0.01, (64, 7)))
+    head_cfg = (CnnMlpConfig(enc.embed_dim, state_dim, horizon=horizon) if head == "cnn_mlp"
+                else DiffusionConfig(enc.embed_dim, state_dim, horizon=horizon))
+    policy = build_policy(PolicyConfig(head, "ee_delta", state_dim, horizon,
+                                       encoder_source=name), enc, head_cfg, norm)
+    save_policy(policy, root / "policy")
+    # The TorchScript exporter: same graph speed as dynamo here, several times faster to run.
+    cmd = [sys.executable, "-m", "theia_ros.cli", "export", "--policy", str(root / "policy"),
+           "--out", str(bundle), "--image-size", f"{hw[0]}x{hw[1]}", "--exporter",
+           "torchscript", "--force"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise TheiaError(f"exporting the benchmark policy failed:\n{done.stderr[-2000:]}")
+    return bundle
+
+
+# --- timing ----------------------------------------------------------------------------------
+def _time(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _runners(meta: BundleMeta, backends: list[str], threads: int | None, precision: str,
+             jpeg: np.ndarray, state: np.ndarray) -> dict[str, dict[str, Callable[[], object]]]:
+    """{backend: {"encoder"|"head"|"step": fn}} for the runtime backends + the torch reference."""
+    kind = ActionKind(meta.action_kind)
+    image = decode_rgb(jpeg)
+    runners: dict[str, dict[str, Callable[[], object]]] = {}
+    for name in backends:
+        rt = load(meta.root, backend=name, verify=False, fused=False, threads=threads,
+                  precision=precision, seed=0)
+        tokens = rt.encode(image)
+
+        def step(rt: Any = rt) -> object:
+            chunk = rt.act(rt.encode(decode_rgb(jpeg)), state)
+            return Action.from_vector(kind, chunk[0])
+
+        label = "torch (bundle graphs)" if name == "torch" else name
+        runners[label] = {"encoder": lambda rt=rt: rt.encode(image),
+                          "head": lambda rt=rt, tokens=tokens: rt.act(tokens, state),
+                          "step": step}
+    runners[REFERENCE] = _reference(meta, threads, jpeg, state, image, kind)
+    return runners
+
+
+def _reference(meta: BundleMeta, threads: int | None, jpeg: np.ndarray, state: np.ndarray,
+               image: np.ndarray, kind: ActionKind) -> dict[str, Callable[[], object]]:
+    """Torch eager fp32: the policy's own code path, no export involved."""
+    import torch
+
+    from policies.policy import load_policy
+    from theia_ros.runtime.backend_onnxruntime import default_threads
+
+    if meta.torch_dir is None:
+        raise TheiaError(f"{meta.root}: no torch/ copy of the policy, so no torch reference")
+    torch.set_num_threads(threads or default_threads())
+    policy = load_policy(meta.torch_dir, verify=False)
+    with torch.inference_mode():
+        tokens = policy.encoder.encode(image)
+
+    @torch.inference_mode()
+    def encoder() -> object:
+        return policy.encoder.encode(image)
+
+    @torch.inference_mode()
+    def head() -> object:
+        return policy.predict_from_features(tokens, state)
+
+    @torch.inference_mode()
+    def step() -> object:
+        chunk = policy.predict_action_chunk(decode_rgb(jpeg), state)[0].numpy()
+        return Action.from_vector(kind, chunk[0])
+
+    return {"encoder": encoder, "head": head, "step": step}
+
+
+def bench_bundle(bundle: Path, backends: list[str], iters: int, threads: int | None,
+                 precision: str) -> list[Timing]:
+    """Interleaved timings of every backend on one bundle."""
+    meta = read_bundle(bundle)
+    jpeg = np.frombuffer(camera_jpeg(meta.image_hw), dtype=np.uint8)
+    state = meta.state_norm.offset.copy()
+    runners = _runners(meta, backends, threads, precision, jpeg, state)
+    model = str(meta.raw["encoder"].get("id") or meta.raw["encoder"]["config"].get("name"))
+    timings = {b: Timing(model, meta.policy_type, b) for b in runners}
+    for fns in runners.values():  # warm-up: first runs allocate and plan
+        for fn in fns.values():
+            _time(fn, 2)
+    rounds = max(1, iters // 5)
+    per = -(-iters // rounds)
+    for _ in range(rounds):
+        for b, fns in runners.items():
+            for part in ("encoder", "head", "step"):
+                getattr(timings[b], f"{part}_ms").extend(_time(fns[part], per))
+    return list(timings.values())
+
+
+# --- report ----------------------------------------------------------------------------------
+def _speedups(rows: list[dict[str, Any]]) -> None:
+    ref = {r["model"]: r for r in rows if r["backend"] == REFERENCE}
+    for r in rows:
+        base = ref.get(r["model"])
+        for part in ("encoder", "head", "step"):
+            key = f"{part}_p50_ms"
+            r[f"{part}_speedup"] = (base[key] / r[key]) if base and r[key] else None
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in rows:
+        goal = TARGETS_MS.get(r["model"])
+        if r["backend"] != "onnxruntime" or r["head"] != "cnn_mlp" or goal is None:
+            continue
+        ok_ms = r["step_p50_ms"] <= goal
+        ok_x = (r["step_speedup"] or 0) >= TARGET_SPEEDUP
+        lines.append(f"target {r['model']} + cnn_mlp, onnxruntime step p50 "
+                     f"{r['step_p50_ms']:.1f} ms <= {goal:.0f} ms: {'met' if ok_ms else 'MISSED'}"
+                     f"; {r['step_speedup']:.2f}x vs torch eager >= {TARGET_SPEEDUP}x: "
+                     f"{'met' if ok_x else 'MISSED'}")
+    return lines
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'model':<12} {'head':<9} {'backend':<22} {'encoder p50/p90/p99 ms':>24} "
+            f"{'head p50/p90/p99 ms':>22} {'step p50/p90/p99 ms':>24} {'step x':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        def trio(part: str, r: dict = r) -> str:
+            return "/".join(f"{r[f'{part}_p{q}_ms']:.1f}" for q in (50, 90, 99))
+        x = r["step_speedup"]
+        lines.append(f"{r['model']:<12} {r['head']:<9} {r['backend']:<22} "
+                     f"{trio('encoder'):>24} {trio('head'):>22} {trio('step'):>24} "
+                     f"{(f'{x:.2f}x' if x else '-'):>7}")
+    return "\n".join(lines)
+
+
+def _backends(arg: str) -> list[str]:
+    have = [b for b in available_backends() if b != "torch"]
+    if arg == "auto":
+        if not have:
+            raise TheiaError("no runtime backend to benchmark (install onnxruntime)")
+        return have
+    chosen = [b.strip() for b in arg.split(",") if b.strip()]
+    bad = [b for b in chosen if b not in ("tensorrt", "onnxruntime", "torch")]
+    if bad:
+        raise TheiaError(f"--backends: unknown {bad}; choose from tensorrt,onnxruntime,torch")
+    return chosen
+
+
+def main(args: argparse.Namespace) -> int:
+    iters = args.iters or (10 if args.quick else 50)
+    if iters < 1:
+        raise TheiaError("--iters must be >= 1")
+    backends = _backends(args.backends)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if args.bundle:
+        bundles = [Path(args.bundle)]
+    else:
+        sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+        bad = [s for s in sizes if s not in SIZES]
+        if bad or not sizes:
+            raise TheiaError(f"--sizes: unknown {bad or sizes}; choose from {sorted(SIZES)}")
+        work = _work_dir(args.work_dir)
+        bundles = [random_bundle(s, args.head, args.image_size, work, log) for s in sizes]
+    rows = []
+    for b in bundles:
+        log(f"timing {b} on {backends} + {REFERENCE} ({iters} iterations each)")
+        rows += [t.summary() for t in bench_bundle(b, backends, iters, args.threads,
+                                                   args.precision)]
+    _speedups(rows)
+    if args.json:
+        print(json.dumps({"rows": rows, "targets": _targets(rows), "iters": iters,
+                          "threads": args.threads, "cpu_count": os.cpu_count()}, indent=2))
+    else:
+        print(format_table(rows))
+        for line in _targets(rows):
+            print(line)
+    return 0
+

@@ -1,0 +1,125 @@
+"""onnxruntime backend: CPU, CUDA or TensorRT execution providers, no torch.
+
+Session settings are tuned for one frame at a time on a small CPU (the robot's computer or
+these 2-core machines): ``intra_op_num_threads`` = the cores this process may use (capped
+at 8; more threads than cores thrash), one inter-op thread and sequential execution (the
+graphs are chains, nothing runs in parallel), every graph optimisation on (constant folding,
+LayerNorm/GELU/MatMul+Add fusions), fp32 only (onnxruntime's CPU fp16 kernels are slower).
+
+Example::
+
+    sessions = open_sessions(meta, ["encoder", "head"], providers=["CPUExecutionProvider"])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from theia_ros.errors import TheiaError
+from theia_ros.runtime.bundle import GRAPH_IO, BundleMeta
+
+# Fastest first. The TensorRT execution provider is used only when asked for by name: it
+# builds engines when a session opens (minutes on a Jetson); the native ``tensorrt`` backend
+# is the better way to TensorRT.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def default_threads() -> int:
+    """Cores this process may run on, capped at 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def available_providers() -> list[str]:
+    """Default execution providers this onnxruntime build offers, fastest first."""
+    have = set(ort.get_available_providers())
+    return [p for p in PREFERRED_PROVIDERS if p in have]
+
+
+def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
+    """Latency-oriented options (see module docstring).
+
+    ``spin=False`` lets idle worker threads sleep between calls: a little more latency, much
+    less CPU burnt when the graph runs at 5 Hz beside other processes.
+    """
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # errors only
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return so
+
+
+def _provider_list(providers: Sequence[str], cache_dir: Path | None) -> list:
+    """Providers with options: the TensorRT EP caches engines and timings, fp16 on."""
+    out: list = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider":
+            opts = {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                    "trt_timing_cache_enable": True}
+            if cache_dir is not None:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                opts["trt_engine_cache_path"] = str(cache_dir)
+                opts["trt_timing_cache_path"] = str(cache_dir)
+            out.append((p, opts))
+        else:
+            out.append(p)
+    return out
+
+
+class OrtGraph:
+    """One ``InferenceSession`` with the bundle's input/output names."""
+
+    def __init__(self, path: Path, inputs: tuple[str, ...], output: str,
+                 options: ort.SessionOptions, providers: list):
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own, unexported exception types
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+            raise TheiaError(f"{path}: onnxruntime cannot load this graph ({first}); "
+                             "the file is corrupt or not an ONNX model") from exc
+        names = tuple(i.name for i in self.session.get_inputs())
+        outs = tuple(o.name for o in self.session.get_outputs())
+        if set(names) != set(inputs) or output not in outs:
+            raise TheiaError(f"{path}: graph has inputs {names} and outputs {outs}, expected "
+                             f"inputs {inputs} and output {output!r}")
+        self.path = path
+        self.output = output
+        self.providers = self.session.get_providers()
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([self.output], dict(inputs))[0]
+
+
+def open_sessions(meta: BundleMeta, names: Sequence[str], providers: Sequence[str] | None = None,
+                  threads: int | None = None, spin: bool = True,
+                  cache_dir: Path | None = None) -> dict[str, OrtGraph]:
+    """{graph name: session} for ``names`` of the bundle.
+
+    Args:
+        meta: the parsed bundle.
+        names: graph names to open (see ``GRAPH_IO``).
+        providers: execution providers, fastest first (default: every preferred one present).
+        threads: intra-op threads (default: the cores this process may use, at most 8).
+        spin: let idle threads spin between calls (lower latency, more CPU).
+        cache_dir: where the TensorRT execution provider keeps engines and timing caches.
+    """
+    chosen = list(providers) if providers else available_providers()
+    missing = [p for p in chosen if p not in ort.get_available_providers()]
+    if missing:
+        raise TheiaError(f"onnxruntime here has no {missing}; it has "
+                         f"{ort.get_available_providers()}")
+    options = session_options(threads, spin)
+    plist = _provider_list(chosen, cache_dir)
+    return {name: OrtGraph(meta.graph_path(name), GRAPH_IO[name][0], GRAPH_IO[name][1],
+                           options, plist) for name in names}

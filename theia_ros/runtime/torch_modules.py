@@ -1,0 +1,146 @@
+"""The networks of a bundle as torch modules: exactly what export traces into each ONNX graph.
+
+The torch backend runs these same modules eagerly, so "torch vs onnxruntime vs TensorRT"
+compares one definition of each graph. Inputs and outputs are batch 1 with static shapes
+(the robot runs one camera frame at a time; static shapes let onnxruntime and TensorRT plan
+everything ahead).
+
+Imports torch and ``policies``: only the torch backend and ``training.export`` load this.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from policies.encoder import TheiaEncoder
+from policies.preprocess import MEAN, STD
+from theia_ros.runtime.bundle import GRAPH_IO
+from theia_ros.runtime.torch_resize import BilinearResizeNHWC
+
+__all__ = ["GRAPH_IO", "build_graphs", "example_inputs"]
+
+
+def _tokens_to_map(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """``[B, N, C]`` -> ``[B, C, grid, grid]`` with a static grid (no isqrt in the graph)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], grid, grid)
+
+
+class EncoderGraph(nn.Module):
+    """uint8 RGB ``[1, H, W, 3]`` -> spatial tokens ``[1, 196, C]`` float32.
+
+    Same steps as ``policies.preprocess`` (scale to [0, 1], bilinear resize with
+    ``align_corners=False`` and no antialias, map to [-1, 1]) then the ViT; the resize is
+    written as gathers (see ``torch_resize``) for a fixed camera size ``image_hw``.
+    """
+
+    def __init__(self, encoder: TheiaEncoder, image_hw: tuple[int, int]):
+        super().__init__()
+        self.encoder = encoder
+        size = encoder.config.img_size
+        self.image_hw = (int(image_hw[0]), int(image_hw[1]))
+        self.resize = (None if self.image_hw == (size, size)
+                       else BilinearResizeNHWC(self.image_hw, size))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.to(torch.float32) / 255.0  # [1, H, W, 3]
+        if self.resize is not None:
+            x = self.resize(x)  # [1, 224, 224, 3]
+        x = (x.permute(0, 3, 1, 2) - MEAN) / STD  # [1, 3, 224, 224]
+        return self.encoder.forward_features(x)
+
+
+class CnnMlpGraph(nn.Module):
+    """tokens ``[1, 196, C]`` + normalised state ``[1, S]`` -> normalised actions ``[1, H, 7]``."""
+
+    def __init__(self, head: nn.Module, grid: int):
+        super().__init__()
+        self.head = head
+        self.grid = grid
+
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.head(_tokens_to_map(tokens, self.grid), state)
+
+
+class ConditionGraph(nn.Module):
+    """tokens ``[1, 196, C]`` + normalised state ``[1, S]`` -> diffusion condition ``[1, D]``."""
+
+    def __init__(self, cond_encoder: nn.Module, grid: int):
+        super().__init__()
+        self.cond_encoder = cond_encoder
+        self.grid = grid
+
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.cond_encoder(_tokens_to_map(tokens, self.grid), state)
+
+
+class DenoiserGraph(nn.Module):
+    """One denoiser call: noisy ``[1, H, 7]``, timestep ``[1]`` float32, cond ``[1, D]``
+    -> model output ``[1, H, 7]`` (noise or clean sample, per the scheduler's prediction type).
+
+    The timestep is a float input (exact for integers below 2**24) because TensorRT handles
+    int64 inputs poorly; the step embedding casts it to float anyway.
+    """
+
+    def __init__(self, denoiser: nn.Module):
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, noisy: torch.Tensor, timestep: torch.Tensor,
+                cond: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(noisy, timestep, cond)
+
+
+class FusedGraph(nn.Module):
+    """uint8 image ``[1, H, W, 3]`` + normalised state ``[1, S]`` -> the head's output
+    (normalised actions for CNN-MLP, the condition for diffusion): one call per control step."""
+
+    def __init__(self, encoder: EncoderGraph, head: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, image: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(image), state)
+
+
+def build_graphs(policy: nn.Module, image_hw: tuple[int, int], fused: bool = False
+                 ) -> dict[str, nn.Module]:
+    """A ``policies.policy.Policy`` -> {graph name: module} in eval mode (bundle graph names)."""
+    grid = policy.encoder.config.grid
+    graphs: dict[str, nn.Module] = {"encoder": EncoderGraph(policy.encoder, image_hw)}
+    if policy.config.type == "cnn_mlp":
+        graphs["head"] = CnnMlpGraph(policy.head, grid)
+        tail = "head"
+    else:
+        graphs["condition"] = ConditionGraph(policy.head.cond_encoder, grid)
+        graphs["denoiser"] = DenoiserGraph(policy.head.denoiser)
+        tail = "condition"
+    if fused:
+        graphs["fused"] = FusedGraph(graphs["encoder"], graphs[tail])
+    return {k: v.eval() for k, v in graphs.items()}
+
+
+def example_inputs(policy: nn.Module, image_hw: tuple[int, int], seed: int = 0
+                   ) -> dict[str, dict[str, torch.Tensor]]:
+    """Random inputs of the right shapes/dtypes for every graph: {graph: {input name: x}}."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = policy.config
+    enc = policy.encoder.config
+    image = torch.randint(0, 256, (1, *image_hw, 3), dtype=torch.uint8, generator=g)
+    tokens = torch.randn(1, enc.num_spatial_tokens, enc.embed_dim, generator=g)
+    state = torch.randn(1, cfg.state_dim, generator=g)
+    out: dict[str, dict[str, torch.Tensor]] = {"encoder": {"image": image}}
+    if cfg.type == "cnn_mlp":
+        out["head"] = {"tokens": tokens, "state": state}
+    else:
+        hc = policy.head.config
+        out["condition"] = {"tokens": tokens, "state": state}
+        out["denoiser"] = {
+            "noisy": torch.randn(1, cfg.horizon, cfg.action_dim, generator=g),
+            "timestep": torch.tensor([float(hc.num_train_timesteps // 2)]),
+            "cond": torch.randn(1, hc.cond_dim, generator=g),
+        }
+    out["fused"] = {"image": image, "state": state}
+    return out
+

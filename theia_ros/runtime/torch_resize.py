@@ -1,0 +1,75 @@
+"""Torch's bilinear resize written as two gathers, so ONNX and TensorRT reproduce it exactly.
+
+Why not ONNX ``Resize``: it computes source coordinates with a different float32 formula than
+``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``; at a 720 x 1280
+camera a one-ulp coordinate difference moves a pixel by up to 1.2e-4 (of a [0, 1] range),
+and a ViT amplifies that past the 1e-4 parity budget. Here the per-axis source indices and
+weights are *taken from torch itself* (by resizing one-hot rows) for a fixed input size and
+stored as constants; the graph then does ``w0 * x[i0] + w1 * x[i1]`` per axis, in torch's
+order (width inside, height outside), which matches torch to float32 rounding.
+
+Imports torch: used only at export time and by the torch backend, never on the
+onnxruntime/TensorRT path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def axis_table(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                      torch.Tensor, torch.Tensor]:
+    """Torch's own bilinear taps for one axis: ``(idx0, idx1, w0, w1)``, each ``[out_size]``.
+
+    Resizing the one-hot rows of an identity matrix gives the weight of every source pixel
+    for every output pixel exactly as torch computes it; each output has at most two taps.
+    """
+    eye = torch.eye(in_size, dtype=torch.float32).reshape(in_size, 1, in_size, 1)
+    dense = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)
+    dense = dense.reshape(in_size, out_size)  # [source, output]
+    idx0 = torch.empty(out_size, dtype=torch.int64)
+    idx1 = torch.empty(out_size, dtype=torch.int64)
+    w0 = torch.zeros(out_size, dtype=torch.float32)
+    w1 = torch.zeros(out_size, dtype=torch.float32)
+    for j in range(out_size):
+        taps = torch.nonzero(dense[:, j]).flatten()
+        if taps.numel() == 0 or taps.numel() > 2 or (taps.numel() == 2 and taps[1] != taps[0] + 1):
+            raise RuntimeError(f"unexpected bilinear taps {taps.tolist()} for output {j}")
+        idx0[j] = taps[0]
+        idx1[j] = taps[-1]
+        w0[j] = dense[taps[0], j]
+        w1[j] = dense[taps[-1], j] if taps.numel() == 2 else 0.0
+    return idx0, idx1, w0, w1
+
+
+class BilinearResizeNHWC(nn.Module):
+    """float ``[B, H, W, C]`` -> ``[B, out, out, C]`` (fixed H, W), bit-close to torch bilinear.
+
+    Args:
+        in_hw: the input height and width the tables are built for.
+        out_size: the square output side (224 for Theia).
+    """
+
+    def __init__(self, in_hw: tuple[int, int], out_size: int):
+        super().__init__()
+        self.in_hw = (int(in_hw[0]), int(in_hw[1]))
+        self.out_size = int(out_size)
+        h0, h1, hw0, hw1 = axis_table(self.in_hw[0], out_size)
+        w0, w1, ww0, ww1 = axis_table(self.in_hw[1], out_size)
+        self.register_buffer("h_idx0", h0, persistent=False)
+        self.register_buffer("h_idx1", h1, persistent=False)
+        self.register_buffer("h_w0", hw0.reshape(-1, 1, 1), persistent=False)  # [out, 1, 1]
+        self.register_buffer("h_w1", hw1.reshape(-1, 1, 1), persistent=False)
+        self.register_buffer("w_idx0", w0, persistent=False)
+        self.register_buffer("w_idx1", w1, persistent=False)
+        self.register_buffer("w_w0", ww0.reshape(-1, 1), persistent=False)  # [out, 1]
+        self.register_buffer("w_w1", ww1.reshape(-1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Width taps first (torch's inner loop), then height taps (outer).
+        x = (x.index_select(2, self.w_idx0) * self.w_w0
+             + x.index_select(2, self.w_idx1) * self.w_w1)
+        return (x.index_select(1, self.h_idx0) * self.h_w0
+                + x.index_select(1, self.h_idx1) * self.h_w1)

@@ -1,0 +1,1 @@
+"""Behaviour cloning: demonstration samples, feature cache, trainer (``theia train-policy``)."""

@@ -1,0 +1,291 @@
+"""Policy checkpoint -> policy bundle (ONNX graphs, torch copy, bundle.yaml, SHA256SUMS).
+
+Steps: load the checkpoint (checksum-verified) -> build the graph modules
+(``theia_ros.runtime.torch_modules``) -> export each to ONNX and ``onnx.checker`` it -> copy
+the checkpoint to ``torch/`` -> write ``bundle.yaml`` and ``SHA256SUMS`` -> parity vs torch
+(``parity``) -> record the parity numbers in ``bundle.yaml`` -> move the finished directory
+into place. Everything is built in a temporary sibling directory and renamed at the end, so
+an interrupted or failed export never leaves a half bundle at ``out``.
+
+Example::
+
+    export_bundle("runs/door/policy", "bundles/door", ExportOptions(image_hw=(480, 640)))
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from policies.policy import MODEL_FILE, POLICY_JSON, Policy, load_policy
+from theia_ros import __version__
+from theia_ros.errors import TheiaError
+from theia_ros.runtime.bundle import (
+    ACTION_UNITS,
+    BUNDLE_YAML,
+    FORMAT,
+    FORMAT_VERSION,
+    GRAPH_FILES,
+    GRAPH_IO,
+    SUMS_FILE,
+    write_sums,
+)
+from theia_ros.runtime.torch_modules import build_graphs, example_inputs
+from training.export import parity
+from training.export.onnx_export import DEFAULT_OPSET, export_graph
+
+TORCH_DIR = "torch"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export.
+
+    Args:
+        image_hw: camera image size the encoder graph takes (default: the dataset's camera
+            size, else the encoder's input size, 224 x 224).
+        fused: also write one fused encoder+head graph.
+        dataset: a demo dataset whose frames (and states) join the parity check.
+        dataset_frames: how many dataset (image, state) pairs to check.
+        opset: ONNX opset.
+        exporter: ``dynamo`` (default) or ``torchscript``.
+        torch_copy: keep a copy of the checkpoint in ``torch/`` (the torch backend needs it).
+        topics: expected ROS input topics, recorded for the nodes.
+        overwrite: replace an existing bundle at ``out``.
+        seed: seed of the random parity inputs.
+    """
+
+    image_hw: tuple[int, int] | None = None
+    fused: bool = False
+    dataset: str | None = None
+    dataset_frames: int = 4
+    opset: int = DEFAULT_OPSET
+    exporter: str = "dynamo"
+    torch_copy: bool = True
+    topics: dict[str, str] = field(default_factory=dict)
+    overwrite: bool = False
+    seed: int = 0
+
+
+def dataset_pairs(root: str, camera: str, n: int) -> tuple[tuple[int, int],
+                                                            list[tuple[np.ndarray, np.ndarray]]]:
+    """Up to ``n`` (image [H, W, 3] u8, state [S]) pairs spread over the dataset's episodes."""
+    from theia_ros.dataset import STATE_KEY, EpisodeDataset, image_key
+
+    ds = EpisodeDataset(root)
+    if camera not in ds.cameras:
+        raise TheiaError(f"{root}: dataset has cameras {ds.cameras}, the policy looks through "
+                         f"{camera!r}")
+    if ds.num_episodes == 0:
+        raise TheiaError(f"{root}: dataset has no episodes")
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    episodes = np.unique(np.linspace(0, ds.num_episodes - 1, min(n, ds.num_episodes)).astype(int))
+    per = max(1, -(-n // len(episodes)))
+    for e in episodes:
+        ep = ds.episode(int(e))
+        frames, states = ep[image_key(camera)], ep[STATE_KEY]
+        for t in np.unique(np.linspace(0, len(frames) - 1, per).astype(int)):
+            pairs.append((np.ascontiguousarray(frames[t]), states[t].astype(np.float32)))
+    pairs = pairs[:n]
+    return tuple(int(s) for s in pairs[0][0].shape[:2]), pairs
+
+
+def _random_pairs(policy: Policy, image_hw: tuple[int, int], n: int, seed: int
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Random images and states around the training distribution (offset +- 2 scales)."""
+    rng = np.random.default_rng(seed)
+    norm = policy.normalizer.state
+    offset, scale = norm.offset.numpy(), norm.scale.numpy()
+    return [(rng.integers(0, 256, (*image_hw, 3), dtype=np.uint8),
+             (offset + scale * rng.uniform(-2, 2, offset.shape)).astype(np.float32))
+            for _ in range(n)]
+
+
+def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str],
+                 opts: ExportOptions, source: Path, parity_rows: list[dict] | None
+                 ) -> dict[str, Any]:
+    cfg, enc = policy.config, policy.encoder.config
+    norm = policy.normalizer.to_dict()
+    shapes = {"image": [1, *image_hw, 3], "tokens": [1, enc.num_spatial_tokens, enc.embed_dim],
+              "state": [1, cfg.state_dim], "actions": [1, cfg.horizon, cfg.action_dim],
+              "noisy": [1, cfg.horizon, cfg.action_dim], "timestep": [1],
+              "model_output": [1, cfg.horizon, cfg.action_dim]}
+    if cfg.type == "diffusion":
+        shapes["cond"] = [1, policy.head.config.cond_dim]
+        shapes["output"] = shapes["cond"]
+    else:
+        shapes["output"] = shapes["actions"]
+
+    def io(name: str) -> dict[str, Any]:
+        ins, out = GRAPH_IO[name]
+        return {"file": files[name],
+                "inputs": {i: {"shape": shapes[i], "dtype": "uint8" if i == "image"
+                               else "float32"} for i in ins},
+                "output": {out: {"shape": shapes[out], "dtype": "float32"}}}
+
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_by": f"theia-ros {__version__}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "policy": {
+            "type": cfg.type,
+            "action_kind": cfg.action_kind,
+            "action_dim": cfg.action_dim,
+            "action_units": list(ACTION_UNITS),
+            "horizon": cfg.horizon,
+            "control_rate_hz": float(cfg.fps),
+            "state_dim": cfg.state_dim,
+            "state_layout": "arm joint positions (rad), then gripper open fraction",
+            "source": str(source),
+        },
+        "camera": {"name": cfg.camera, "height": image_hw[0], "width": image_hw[1],
+                   "encoding": "rgb8"},
+        "encoder": {
+            "id": cfg.encoder_source,
+            "config": enc.to_dict(),
+            "embed_dim": enc.embed_dim,
+            "num_tokens": enc.num_spatial_tokens,
+            "image_size": enc.img_size,
+            "preprocess": {"resize": "bilinear, align_corners=false, no antialias (in graph)",
+                           "scale": "1/255", "mean": 0.5, "std": 0.5},
+        },
+        "normalization": {
+            "where": "host (numpy): state_n = (state - offset) / scale; "
+                     "action = action_n * scale + offset",
+            "mode": norm["mode"],
+            "state": norm["state"],
+            "action": norm["action"],
+        },
+        "inputs": {"topics": {"image": f"/{cfg.camera}/image_raw", "state": "/joint_states",
+                              **opts.topics}},
+        "graphs": {name: io(name) for name in files},
+        "export": {"opset": opts.opset, "exporter": opts.exporter,
+                   "torch": str(torch.__version__), "parity_tolerance": parity.TOLERANCE},
+    }
+    if cfg.type == "diffusion":
+        from policies.diffusion import make_sample_scheduler
+
+        sched = make_sample_scheduler(policy.head.config)
+        doc["diffusion"] = {
+            "sampler": "DDIM, eta=0, loop on the host (theia_ros.runtime.ddim)",
+            "num_inference_steps": policy.head.config.num_inference_steps,
+            "cond_dim": policy.head.config.cond_dim,
+            "scheduler": {k: (list(v) if isinstance(v, tuple) else v)
+                          for k, v in dict(sched.config).items() if not k.startswith("_")},
+        }
+    if opts.torch_copy:
+        doc["torch"] = TORCH_DIR
+    if parity_rows is not None:
+        doc["export"]["parity"] = parity_rows
+    return doc
+
+
+def _write_yaml(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=99))
+    os.replace(tmp, path)
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p.name != SUMS_FILE and not p.name.startswith("."))
+
+
+def export_bundle(policy_dir: str | os.PathLike, out: str | os.PathLike,
+                  opts: ExportOptions | None = None, log: Any = print
+                  ) -> tuple[Path, list[parity.ParityResult]]:
+    """Export the policy at ``policy_dir`` to a bundle at ``out``; -> (out, parity results).
+
+    Raises ``TheiaError`` on bad input and ``parity.ParityError`` (with the numbers) when the
+    exported graphs disagree with torch; ``out`` is then left as it was.
+    """
+    opts = opts or ExportOptions()
+    src, out = Path(policy_dir), Path(out)
+    if out.exists() and not out.is_dir():
+        raise TheiaError(f"{out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not opts.overwrite:
+        raise TheiaError(f"{out}: exists and is not empty; pass --force to replace it")
+    policy = load_policy(src).float().eval()
+    cfg = policy.config
+
+    data_pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    image_hw = opts.image_hw
+    if opts.dataset:
+        data_hw, data_pairs = dataset_pairs(opts.dataset, cfg.camera, opts.dataset_frames)
+        if image_hw is not None and tuple(image_hw) != data_hw:
+            raise TheiaError(f"--image-size {image_hw} disagrees with the dataset's "
+                             f"{cfg.camera!r} camera size {data_hw}")
+        image_hw = data_hw
+    if image_hw is None:
+        image_hw = (policy.encoder.config.img_size,) * 2
+    image_hw = (int(image_hw[0]), int(image_hw[1]))
+    if min(image_hw) < 1:
+        raise TheiaError(f"image size must be positive, got {image_hw}")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        modules = build_graphs(policy, image_hw, fused=opts.fused)
+        examples = example_inputs(policy, image_hw, seed=opts.seed)
+        files: dict[str, str] = {}
+        for name, module in modules.items():
+            t0 = time.perf_counter()
+            export_graph(module, examples[name], GRAPH_IO[name][1], tmp / GRAPH_FILES[name],
+                         opset=opts.opset, exporter=opts.exporter)
+            files[name] = GRAPH_FILES[name]
+            size_mb = (tmp / files[name]).stat().st_size / 1e6
+            log(f"exported {files[name]} ({size_mb:.1f} MB, {time.perf_counter() - t0:.1f} s)")
+        if opts.torch_copy:
+            (tmp / TORCH_DIR).mkdir()
+            for f in (POLICY_JSON, MODEL_FILE):
+                shutil.copy2(src / f, tmp / TORCH_DIR / f)
+        _write_yaml(tmp / BUNDLE_YAML, _bundle_yaml(policy, image_hw, files, opts, src, None))
+        write_sums(tmp, _all_files(tmp))
+
+        # parity: every graph vs its module, then the runtime vs the policy
+        input_sets: dict[str, list] = {}
+        for name in modules:
+            sets = [("random#0", examples[name]),
+                    ("random#1", example_inputs(policy, image_hw, seed=opts.seed + 1)[name])]
+            if name in ("encoder", "fused"):
+                for i, (img, state) in enumerate(data_pairs[:2]):
+                    x = {"image": torch.from_numpy(img[None])}
+                    if name == "fused":
+                        x["state"] = policy.normalizer.state.normalize(
+                            torch.from_numpy(state)[None])
+                    sets.append((f"dataset#{i}", x))
+            input_sets[name] = sets
+        results = parity.graph_parity(tmp, modules, input_sets)
+        pairs = [(f"random#{i}", img, s) for i, (img, s)
+                 in enumerate(_random_pairs(policy, image_hw, 2, opts.seed))]
+        pairs += [(f"dataset#{i}", img, s) for i, (img, s) in enumerate(data_pairs)]
+        results += parity.end_to_end_parity(tmp, policy, pairs, seed=opts.seed)
+        for r in results:
+            log(r.line())
+        parity.check(results)
+
+        rows = [{"check": r.check, "inputs": r.inputs, "max_abs_err": float(r.max_abs_err)}
+                for r in results]
+        _write_yaml(tmp / BUNDLE_YAML, _bundle_yaml(policy, image_hw, files, opts, src, rows))
+        write_sums(tmp, _all_files(tmp))
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, results
