@@ -333,18 +333,49 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def _download(repo_id: str) -> Path:
     """Fetch ``config.json`` + ``model.safetensors`` of a hub repo (or use the HF cache)."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
     except ImportError:
         raise TheiaError(f"checkpoint {repo_id!r}: not a local directory, and huggingface_hub "
                          "is not installed to download it") from None
+    fail = (f"checkpoint {repo_id!r}: no such local directory, and downloading it from the "
+            "Hugging Face hub failed")
+    hint = "check the network or pass a local checkpoint directory"
+    try:  # cached copies first: no network needed
+        config = hf_hub_download(repo_id, CONFIG_NAME, local_files_only=True)
+        hf_hub_download(repo_id, WEIGHTS_NAME, local_files_only=True)
+        return Path(config).parent
+    except Exception:  # not cached (or incomplete): go online below
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise TheiaError(f"{fail} (offline: HF_HUB_OFFLINE is set and it is not cached); "
+                         f"{hint}")
+    if not _hub_reachable(constants.ENDPOINT):
+        raise TheiaError(f"{fail} (cannot reach {constants.ENDPOINT}); {hint}")
     try:
         config = hf_hub_download(repo_id, CONFIG_NAME)
         hf_hub_download(repo_id, WEIGHTS_NAME)
-    except Exception as exc:  # offline, unknown repo, gated, network errors ...
-        raise TheiaError(f"checkpoint {repo_id!r}: no such local directory, and downloading it "
-                         f"from the Hugging Face hub failed ({type(exc).__name__}); check the "
-                         "network or pass a local checkpoint directory") from None
+    except Exception as exc:  # unknown repo, gated, network errors ...
+        raise TheiaError(f"{fail} ({type(exc).__name__}); {hint}") from None
     return Path(config).parent
+
+
+def _hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
+    """Quick TCP probe so a machine without network fails in seconds, not after retries.
+
+    Skipped (assumed reachable) when a proxy is configured, since then only the proxy is.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 def _take(state: dict[str, torch.Tensor], key: str, source: str) -> torch.Tensor:

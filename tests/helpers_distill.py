@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from training.distill.cache import extract_features
 from training.distill.config import DistillConfig, config_from_dict
@@ -50,8 +49,7 @@ def write_images(root: Path, n: int, classes: int = 2, corrupt: int = 0, seed: i
 
 
 def tiny_teachers(names: str = "cdiv") -> list[Teacher]:
-    """Small random-weight teachers with a fixed seed (same weights in every call)."""
-    torch.manual_seed(1234)
+    """Small random-weight teachers (fixed seed inside: same weights in every process)."""
     return build_teachers(names, pretrained=False, tiny=True)
 
 

@@ -238,3 +238,15 @@ def test_hub_id_offline_names_the_id(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     hub_id = "theaiinstitute/theia-tiny-patch16-224-cdiv"
     with pytest.raises(TheiaError, match=f"checkpoint '{hub_id}'.*Hugging Face hub failed"):
         load_theia(hub_id)
+
+
+def test_hub_unreachable_fails_fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TheiaError, match=r"'someone/theia-x'.*cannot reach http://127\.0\.0\.1:9"):
+        load_encoder("someone/theia-x")

@@ -164,18 +164,20 @@ def test_step_from_an_overdue_timer_never_sends_back_to_back_commands() -> None:
     assert loop.stats.overruns == 1 and loop.stats.missed_ticks >= 1
 
 
-def test_real_clock_period_error_is_small() -> None:
+def test_real_clock_run_keeps_the_rate() -> None:
     clock = MonotonicClock()
     arm = RecordingArm(clock)
     loop = make_loop(arm, constant_policy([0.0, 0, 0, 0, 0, 0, 1.0]), clock,
                      config=LoopConfig(rate_hz=50.0))
+    t0 = time.monotonic()
     stats = loop.run(max_ticks=30)
+    elapsed = time.monotonic() - t0
     summary = stats.summary()
     # a loaded 2-core CI box may delay a wake-up: such a tick is skipped, never doubled
     assert summary["ticks"] == 30
     assert summary["commands"] + summary["skipped_ticks"] == 30
-    assert summary["commands"] >= 25
-    assert summary["period_error_p50_ms"] < 5.0  # generous; the benchmark measures it
+    assert 29 * 0.02 - 1e-3 <= elapsed < 29 * 0.02 + 0.5  # sleeps, does not spin ahead
+    assert np.diff([t for t, _ in arm.applied]).min() >= 0.5 * 0.02
 
 
 # -- holds ---------------------------------------------------------------------------------
@@ -267,6 +269,32 @@ def test_chunked_policy_is_called_every_k_ticks() -> None:
     loop = make_loop(arm, chunk_policy, clock, chunking=ChunkingConfig(replan_every=4))
     loop.run(max_ticks=12)
     assert calls["n"] == 3 and len(arm.applied) == 12
+
+
+def test_async_planning_never_blocks_the_tick_on_slow_inference() -> None:
+    clock = MonotonicClock()
+    arm = RecordingArm(clock)
+    gate = threading.Event()
+
+    def slow_diffusion(obs: Observation) -> np.ndarray:
+        gate.wait(5.0)  # the first plan takes 0.5 s; later ones are instant
+        return np.tile([0.001, 0, 0, 0, 0, 0, 1.0], (16, 1))
+
+    loop = make_loop(arm, slow_diffusion, clock, config=LoopConfig(rate_hz=20.0),
+                     chunking=ChunkingConfig(replan_every=4, async_planning=True,
+                                             plan_wait_s=0.01))
+    timer = threading.Timer(0.5, gate.set)
+    timer.start()
+    try:
+        loop.run(max_ticks=20)
+    finally:
+        gate.set()
+        timer.join()
+        loop.close()
+    assert max(loop.stats.tick_duration_s) < 0.15  # a blocking tick would take >= 0.5 s
+    assert loop.stats.holds["no_plan"] >= 5
+    assert loop.stats.commands >= 5
+    assert loop.stats.overruns == 0
 
 
 # -- faults and safe stop ------------------------------------------------------------------

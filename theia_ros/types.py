@@ -60,7 +60,8 @@ class Observation:
     ee_pose: np.ndarray  # [6] xyz m + rpy rad in the base frame
     gripper: float  # measured open fraction in [0, 1]
     stamp_s: float  # the oldest sensor capture time (monotonic seconds)
-    stamps_s: dict[str, float] = field(default_factory=dict)  # sensor name -> capture time
+    # sensor -> capture time: camera name for images, "joints" for the joint state
+    stamps_s: dict[str, float] = field(default_factory=dict)
 
     def state_vector(self) -> np.ndarray:
         """Policy state input ``[J + 1]``: joint positions then gripper."""
@@ -76,6 +77,9 @@ class RobotAdapter(ABC):
 
     action_kind: ActionKind = ActionKind.EE_DELTA
     name: str = "robot"
+    # A latched fault description (None when healthy); the control loop checks it after
+    # every apply and safe-stops. Adapters set it on lease loss, motor faults, e-stop, ...
+    fault: object | None = None
 
     def connect(self) -> None:  # noqa: B027 - optional hook
         """Open connections / start the simulation."""

@@ -95,12 +95,14 @@ class BCTrainer:
     """Sets up data, policy and optimiser from a ``TrainConfig``; ``run()`` trains."""
 
     def __init__(self, config: TrainConfig, source: EpisodeSource | None = None,
-                 show_progress: bool = True):
+                 show_progress: bool = True, resume: bool = True):
         self.cfg = cfg = config.resolved()
         self.show_progress = show_progress
+        self.resume = resume
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self._check_resume_config()
+        if resume:
+            self._check_resume_config()
         if source is None:
             from theia_ros.dataset import EpisodeDataset  # torch-free reader (DATA area)
             source = EpisodeDataset(cfg.dataset)
@@ -271,12 +273,12 @@ class BCTrainer:
             f.write(json.dumps(record) + "\n")
 
     # --- main loop --------------------------------------------------------------------------
-    def run(self, resume: bool = True, stop_at_step: int | None = None) -> TrainResult:
+    def run(self, stop_at_step: int | None = None) -> TrainResult:
         """Train to ``total_steps`` (or ``stop_at_step``), checkpointing along the way."""
         cfg = self.cfg
+        if not (self.resume and self.try_resume()):
+            (self.out / METRICS_FILE).unlink(missing_ok=True)
         _write_json_atomic(self.out / CONFIG_FILE, cfg.to_dict())
-        if resume:
-            self.try_resume()
         end = self.total_steps if stop_at_step is None else min(stop_at_step, self.total_steps)
         val_every = cfg.val_every or max(1, self.total_steps // 10)
         last_loss, val = float("nan"), {}
@@ -320,5 +322,5 @@ def train_policy(config: TrainConfig, source: EpisodeSource | None = None,
                  show_progress: bool = True, resume: bool = True,
                  stop_at_step: int | None = None) -> TrainResult:
     """Build a ``BCTrainer`` and run it (see the module docstring for the outputs)."""
-    return BCTrainer(config, source, show_progress).run(resume, stop_at_step)
+    return BCTrainer(config, source, show_progress, resume).run(stop_at_step)
 

@@ -302,6 +302,8 @@ def _open_writer(out: Path, cfg: BagImportConfig, cameras: dict[str, tuple[int, 
                              f"{writer.cameras}, state_dim {writer.state_dim}, "
                              f"{writer.action_kind.value}) does not match the bag config")
         return writer
+    if out.exists() and any(out.iterdir()):
+        raise TheiaError(f"{out}: already exists; pass --append (append=True) to add episodes")
     return DatasetWriter.create(out, fps=cfg.fps, robot_type=cfg.robot_type, cameras=cameras,
                                 state_dim=cfg.state_dim, action_kind=kind,
                                 state_names=cfg.state_names, has_ee_pose=cfg.ee_pose is not None)

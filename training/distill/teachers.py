@@ -114,6 +114,8 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
         "fusion_hidden_size": 16, "head_hidden_size": 8},
 }
 
+TINY_SEED = 20240801  # tiny teachers are random but always the same
+
 # Paper letters (Fig. 5): C=CLIP, Di=DINOv2, V=ViT, S=SAM, De=Depth-Anything.
 LETTERS: dict[str, str] = {s.letter: s.hub_id for s in SOURCES.values()}
 
@@ -289,9 +291,16 @@ def build_teachers(names: str | Sequence[str], pretrained: bool = True, tiny: bo
         raise TheiaError("tiny teachers are random-weight: use pretrained=False with tiny=True")
     out = []
     for spec in resolve_teacher_set(names):
-        overrides = TINY_OVERRIDES[spec.hub_id] if tiny else None
-        out.append(build_teacher(spec.hub_id, pretrained=pretrained, overrides=overrides
-                                 ).to(device))
+        if tiny:
+            # Fixed weights (seeded per teacher, global RNG untouched): stats, extraction
+            # and training runs in separate processes must see the same random teachers.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(TINY_SEED + sorted(SOURCES).index(spec.hub_id))
+                teacher = build_teacher(spec.hub_id, pretrained=False,
+                                        overrides=TINY_OVERRIDES[spec.hub_id])
+        else:
+            teacher = build_teacher(spec.hub_id, pretrained=pretrained)
+        out.append(teacher.to(device))
     return out
 
 

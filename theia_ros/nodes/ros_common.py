@@ -1,0 +1,185 @@
+"""rclpy plumbing shared by the nodes: parameters from the plain tables, QoS, stamps, images.
+
+Only this module and the ``*_node.py`` files import rclpy; everything they call is ROS-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+from theia_ros.errors import TheiaError
+from theia_ros.nodes.image_conversion import compressed_to_rgb, image_to_rgb
+from theia_ros.nodes.params import ParamSpec, validate
+
+SENSOR_QOS = qos_profile_sensor_data  # best effort, keep last 5: drop, never queue, old frames
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+
+_TYPES = {
+    "bool": ParameterType.PARAMETER_BOOL,
+    "int": ParameterType.PARAMETER_INTEGER,
+    "float": ParameterType.PARAMETER_DOUBLE,
+    "str": ParameterType.PARAMETER_STRING,
+    "float_list": ParameterType.PARAMETER_DOUBLE_ARRAY,
+    "int_list": ParameterType.PARAMETER_INTEGER_ARRAY,
+    "str_list": ParameterType.PARAMETER_STRING_ARRAY,
+}
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ``ParameterDescriptor`` of one table entry (description, range, read-only)."""
+    desc = spec.description
+    if spec.choices:
+        desc += f" (one of: {', '.join(spec.choices)})"
+    d = ParameterDescriptor(name=spec.name, type=_TYPES[spec.kind], description=desc,
+                            read_only=spec.read_only)
+    if spec.kind in ("int", "int_list") and spec.low is not None and spec.high is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
+                                        step=0)]
+    elif spec.kind in ("float", "float_list") and spec.low is not None \
+            and spec.high is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
+                                                     to_value=float(spec.high), step=0.0)]
+    return d
+
+
+def declare_all(node: Node, specs: Mapping[str, ParamSpec], defaults: Mapping[str, Any],
+                skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Declare every parameter of ``specs`` (defaults from ``defaults``) and return the values.
+
+    Values given at start-up (launch, ``--ros-args -p``) are validated against the table;
+    a bad one raises :class:`TheiaError` naming it, before the node does anything.
+    """
+    values: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if name in skip:
+            continue
+        default = defaults.get(name, spec.default)
+        if spec.kind.endswith("_list") and not default:
+            # an empty list has no type of its own: declare the type explicitly
+            param = node.declare_parameter(name, _TYPES[spec.kind], descriptor(spec))
+            value = param.value if param.value is not None else []
+        else:
+            param = node.declare_parameter(name, default, descriptor(spec))
+            value = param.value
+        if isinstance(value, (tuple, np.ndarray)) or type(value).__name__ == "array":
+            value = list(value)
+        values[name] = validate(specs, name, value, f"{node.get_name()} parameter")
+    return values
+
+
+def parameter_guard(specs: Mapping[str, ParamSpec],
+                    on_change: Callable[[str, Any], None] | None = None
+                    ) -> Callable[[list[Parameter]], SetParametersResult]:
+    """A set-parameters callback validating every change against the table."""
+
+    def callback(params: list[Parameter]) -> SetParametersResult:
+        checked: list[tuple[str, Any]] = []
+        for p in params:
+            if p.name not in specs:
+                continue  # use_sim_time and other rclpy-owned parameters
+            value = p.value
+            if isinstance(value, (tuple, np.ndarray)) or type(value).__name__ == "array":
+                value = list(value)
+            try:
+                checked.append((p.name, validate(specs, p.name, value)))
+            except TheiaError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        if on_change is not None:
+            for name, value in checked:
+                on_change(name, value)
+        return SetParametersResult(successful=True)
+
+    return callback
+
+
+def stamp_to_monotonic(node: Node, stamp: Any) -> float:
+    """A header stamp (ROS time) -> monotonic seconds: ``now_mono - (now_ros - stamp)``.
+
+    A zero stamp (drivers that do not stamp) is taken as "received now".
+    """
+    now_mono = time.monotonic()
+    stamp_ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    if stamp_ns <= 0:
+        return now_mono
+    now_ns = node.get_clock().now().nanoseconds
+    return now_mono - (now_ns - stamp_ns) * 1e-9
+
+
+def monotonic_to_stamp(node: Node, mono_s: float) -> Any:
+    """Inverse of :func:`stamp_to_monotonic`, for stamping outgoing messages."""
+    now_ns = node.get_clock().now().nanoseconds
+    ns = now_ns - int((time.monotonic() - mono_s) * 1e9)
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def image_message_type(image_type: str) -> type:
+    """``Image`` | ``CompressedImage`` -> the message class."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    return {"Image": Image, "CompressedImage": CompressedImage}[image_type]
+
+
+def message_to_rgb(msg: Any) -> np.ndarray:
+    """Either image message -> uint8 RGB ``[H, W, 3]`` (raises ImageConversionError)."""
+    if hasattr(msg, "encoding"):
+        return image_to_rgb(msg)
+    return compressed_to_rgb(msg)
+
+
+class RosLogHandler(logging.Handler):
+    """Forward the ROS-free modules' ``logging`` records to the node's ROS logger, so the
+    control core's rate-limited warnings reach ``/rosout``."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self._logger = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self._logger.error(msg)
+            elif record.levelno >= logging.WARNING:
+                self._logger.warning(msg)
+            elif record.levelno >= logging.INFO:
+                self._logger.info(msg)
+            else:
+                self._logger.debug(msg)
+        except Exception:  # a shut-down context must not break the control core
+            pass
+
+
+def attach_logging(node: Node) -> RosLogHandler:
+    """Route ``theia_ros.*`` log records to ``node``'s logger; returns the handler to remove."""
+    handler = RosLogHandler(node)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root = logging.getLogger("theia_ros")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
