@@ -18,6 +18,9 @@ DEPLOY = [
     "opencv-python-headless>=4.8",
     "onnxruntime>=1.17",
     "tqdm>=4.66",
+    # demo recording on the robot writes the LeRobot-format dataset
+    "pyarrow>=15",
+    "av>=12",
 ]
 # Learning side: distillation, datasets, policies, export.
 TRAIN = [
@@ -29,9 +32,8 @@ TRAIN = [
     "diffusers>=0.30",
     "onnx>=1.16",
     "onnxscript>=0.1",
-    "pyarrow>=15",
-    "av>=12",
     "rosbags>=0.10",
+    "pydantic>=2",
     "tensorboard>=2.15",
     "matplotlib>=3.8",
     "pillow>=10",

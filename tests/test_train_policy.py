@@ -115,6 +115,7 @@ def test_resume_equals_uninterrupted(policy: str, dataset: Path, encoder_ckpt: P
     full = train_policy(cfg("full"), show_progress=False)
     first = train_policy(cfg("split"), show_progress=False, stop_at_step=5)
     assert first.step == 5
+    mid = load_file(str(tmp_path / "split" / "model.safetensors"))
     second = train_policy(cfg("split"), show_progress=False)
     assert second.step == full.step == 8
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
@@ -122,9 +123,8 @@ def test_resume_equals_uninterrupted(policy: str, dataset: Path, encoder_ckpt: P
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    # the weights did move (so equality above is not trivially true)
-    c = load_file(str(tmp_path / "split" / "train_state.safetensors"))
-    assert any(not torch.equal(a[k], c[f"model.{k}"]) for k in a) or policy == "cnn_mlp"
+    # the last 3 steps did move the weights (so equality above is not trivially true)
+    assert any(not torch.equal(a[k], mid[k]) for k in a)
 
 
 def test_finetune_trains_encoder_with_its_own_lr(dataset: Path, encoder_ckpt: Path,
