@@ -51,6 +51,24 @@ def _train_args(tmp: Path, out: str, *extra: str) -> list[str]:
             "train.tensorboard=false", "train.device=cpu", "train.eval_every_steps=8", *extra]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Child processes (recursively) of ``pid``, read from /proc (torchrun workers may sit
+    in their own process group, so killpg would miss them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def _log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -72,7 +90,7 @@ def test_two_process_training_loss_falls_and_survives_sigkill(data):
     assert (data / "full" / "final" / "model.safetensors").exists()
     assert len(_log(data / "full" / "eval.jsonl")) >= 2
 
-    proc = _torchrun(*_train_args(data, "killed"), start_new_session=True)
+    proc = _torchrun(*_train_args(data, "killed"))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         steps = [r["step"] for r in _log(data / "killed" / "train_log.jsonl")]
@@ -80,7 +98,8 @@ def test_two_process_training_loss_falls_and_survives_sigkill(data):
             break
         time.sleep(0.01)
     assert proc.poll() is None, "run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole torchrun job, mid-run
+    for pid in [proc.pid, *_descendants(proc.pid)]:  # the whole torchrun job, mid-run
+        os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     killed_at = _log(data / "killed" / "train_log.jsonl")[-1]["step"]
     assert killed_at < 32 and not (data / "killed" / "final").exists()

@@ -131,6 +131,9 @@ _LOOP = (
               read_only=True),
     ParamSpec("sim_seed", "int", 0, "scene seed of the sim robot", low=0, high=2**31 - 1,
               read_only=True),
+    ParamSpec("min_command_gap_fraction", "float", 0.3, "a tick starting sooner than this "
+              "fraction of a period after the previous command finished is skipped (no "
+              "back-to-back commands after a late timer)", low=0.0, high=1.0, read_only=True),
     ParamSpec("diagnostics_period_s", "float", 1.0, "seconds between /diagnostics messages",
               low=0.05, high=60.0, read_only=True),
 )

@@ -47,6 +47,12 @@ _TYPES = {
     "str_list": ParameterType.PARAMETER_STRING_ARRAY,
 }
 
+_EMPTY_LIST_TYPES = {
+    "float_list": Parameter.Type.DOUBLE_ARRAY,
+    "int_list": Parameter.Type.INTEGER_ARRAY,
+    "str_list": Parameter.Type.STRING_ARRAY,
+}
+
 
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     """The ``ParameterDescriptor`` of one table entry (description, range, read-only)."""
@@ -79,7 +85,7 @@ def declare_all(node: Node, specs: Mapping[str, ParamSpec], defaults: Mapping[st
         default = defaults.get(name, spec.default)
         if spec.kind.endswith("_list") and not default:
             # an empty list has no type of its own: declare the type explicitly
-            param = node.declare_parameter(name, _TYPES[spec.kind], descriptor(spec))
+            param = node.declare_parameter(name, _EMPTY_LIST_TYPES[spec.kind], descriptor(spec))
             value = param.value if param.value is not None else []
         else:
             param = node.declare_parameter(name, default, descriptor(spec))

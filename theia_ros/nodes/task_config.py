@@ -214,7 +214,7 @@ def _common(cfg: TaskConfig) -> dict[str, Any]:
             out[key] = float(fresh[key])
     cams = fresh.get("cameras")
     if cams:
-        out["camera"] = str(list(cams)[0])
+        out["camera"] = str(next(iter(cams)))
     for key, param in TOPIC_KEYS.items():
         if key in cfg.topics:
             out[param] = cfg.topics[key]

@@ -19,12 +19,8 @@ Example::
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,41 +29,11 @@ import tensorrt as trt
 from theia_ros.errors import TheiaError
 from theia_ros.runtime import cuda_driver
 from theia_ros.runtime.bundle import GRAPH_IO, BundleMeta, read_sums, sha256_file
+from theia_ros.runtime.engine_cache import EngineCache, EngineKey, default_cache_dir
 
 PRECISIONS = ("fp32", "fp16", "int8")
 WORKSPACE_BYTES = 1 << 30
 _LOGGER = trt.Logger(trt.Logger.WARNING)
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/theia_ros/tensorrt`` (``~/.cache/theia_ros/tensorrt``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "theia_ros" / "tensorrt"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
-
-
-@dataclass(frozen=True)
-class EngineKey:
-    """What an engine depends on; any change means a rebuild."""
-
-    graph: str
-    onnx_sha256: str
-    precision: str
-    trt_version: str
-    gpu: str
-
-    @property
-    def stem(self) -> str:
-        return (f"{self.graph}-{self.onnx_sha256[:16]}-{self.precision}-"
-                f"trt{self.trt_version}-{_slug(self.gpu)}")
-
-    @property
-    def family(self) -> str:
-        """Engines of the same graph and precision, whatever TensorRT/GPU built them."""
-        return f"{self.graph}-{self.onnx_sha256[:16]}-{self.precision}-"
 
 
 def _say(msg: str) -> None:
@@ -77,11 +43,10 @@ def _say(msg: str) -> None:
 class Int8Calibrator(trt.IInt8EntropyCalibrator2):
     """Feeds calibration frames (one ``[1, H, W, 3]`` uint8 image per batch) to the builder."""
 
-    def __init__(self, frames: Sequence[np.ndarray], input_name: str, cache_file: Path):
+    def __init__(self, frames: Sequence[np.ndarray], cache: EngineCache, key: EngineKey):
         trt.IInt8EntropyCalibrator2.__init__(self)
         self.frames = [np.ascontiguousarray(f[None] if f.ndim == 3 else f) for f in frames]
-        self.input_name = input_name
-        self.cache_file = cache_file
+        self.cache, self.key = cache, key
         self.index = 0
         self.stream = cuda_driver.Stream()
         self.buffer = cuda_driver.DeviceBuffer(self.frames[0].shape, self.frames[0].dtype)
@@ -98,21 +63,15 @@ class Int8Calibrator(trt.IInt8EntropyCalibrator2):
         return [self.buffer.ptr]
 
     def read_calibration_cache(self) -> bytes | None:
-        return self.cache_file.read_bytes() if self.cache_file.is_file() else None
+        path = self.cache.calibration_path(self.key)
+        return path.read_bytes() if path.is_file() else None
 
     def write_calibration_cache(self, cache: object) -> None:
-        _atomic_write(self.cache_file, bytes(memoryview(cache)))
+        self.cache.write_calibration(self.key, bytes(memoryview(cache)))
 
     def close(self) -> None:
         self.buffer.close()
         self.stream.close()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _network_flags() -> int:
@@ -122,9 +81,9 @@ def _network_flags() -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
 
 
-def build_engine(onnx_path: Path, key: EngineKey, cache_dir: Path,
+def build_engine(onnx_path: Path, key: EngineKey, cache: EngineCache,
                  calibration: Sequence[np.ndarray] | None = None) -> bytes:
-    """Parse ``onnx_path`` and build a serialised engine with the timing cache of this GPU."""
+    """Parse ``onnx_path`` and build a serialised engine, with this GPU's timing cache."""
     builder = trt.Builder(_LOGGER)
     network = builder.create_network(_network_flags())
     parser = trt.OnnxParser(network, _LOGGER)
@@ -138,15 +97,12 @@ def build_engine(onnx_path: Path, key: EngineKey, cache_dir: Path,
     calibrator = None
     if key.precision == "int8":
         if not calibration:
-            raise TheiaError("TensorRT int8 needs calibration frames (uint8 [H, W, 3] images "
-                             "from the robot's camera, e.g. 'theia bench --calib-dataset DS')")
+            raise TheiaError("TensorRT int8 needs calibration frames: uint8 [H, W, 3] images "
+                             "from the robot's camera (load(..., calibration=frames))")
         config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = Int8Calibrator(calibration, network.get_input(0).name,
-                                    cache_dir / f"{key.family}calib.cache")
+        calibrator = Int8Calibrator(calibration, cache, key)
         config.int8_calibrator = calibrator
-    timing_path = cache_dir / f"timing-trt{key.trt_version}-{_slug(key.gpu)}.cache"
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file()
-                                        else b"")
+    timing = config.create_timing_cache(cache.read_timing(key))
     config.set_timing_cache(timing, ignore_mismatch=False)
     _say(f"building the {key.precision} engine for {onnx_path.name} on {key.gpu} "
          f"(TensorRT {key.trt_version}); minutes on a Jetson, cached afterwards")
@@ -157,44 +113,24 @@ def build_engine(onnx_path: Path, key: EngineKey, cache_dir: Path,
             calibrator.close()
     if serialized is None:
         raise TheiaError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
-    _atomic_write(timing_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    cache.write_timing(key, bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))
 
 
-def engine_key(graph: str, onnx_path: Path, onnx_sha256: str, precision: str) -> EngineKey:
-    return EngineKey(graph, onnx_sha256, precision, trt.__version__,
-                     cuda_driver.device_name())
-
-
-def load_or_build(graph: str, onnx_path: Path, onnx_sha256: str, precision: str,
-                  cache_dir: Path, calibration: Sequence[np.ndarray] | None = None
-                  ) -> trt.ICudaEngine:
+def load_or_build(key: EngineKey, onnx_path: Path, cache: EngineCache,
+                  calibration: Sequence[np.ndarray] | None = None) -> trt.ICudaEngine:
     """Deserialise the cached engine for this exact key, else (re)build and cache it."""
-    key = engine_key(graph, onnx_path, onnx_sha256, precision)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{key.stem}.engine"
     runtime = trt.Runtime(_LOGGER)
-    if path.is_file():
-        meta_path = path.with_suffix(".json")
-        recorded = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if recorded == asdict(key):
-            engine = runtime.deserialize_cuda_engine(path.read_bytes())
-            if engine is not None:
-                return engine
-            _say(f"{path.name}: TensorRT could not deserialise the cached engine; rebuilding")
-        else:
-            _say(f"{path.name}: cache metadata {recorded} does not match {asdict(key)}; "
-                 "rebuilding")
-    else:
-        for other in sorted(cache_dir.glob(f"{key.family}*.engine")):
-            meta = other.with_suffix(".json")
-            old = json.loads(meta.read_text()) if meta.is_file() else {}
-            _say(f"cached engine {other.name} was built with TensorRT "
-                 f"{old.get('trt_version', '?')} on {old.get('gpu', '?')}; this machine has "
-                 f"TensorRT {key.trt_version} on {key.gpu}: building a new one")
-    data = build_engine(onnx_path, key, cache_dir, calibration)
-    _atomic_write(path, data)
-    _atomic_write(path.with_suffix(".json"), json.dumps(asdict(key), indent=2).encode())
+    data, why = cache.lookup(key)
+    if data is not None:
+        engine = runtime.deserialize_cuda_engine(data)
+        if engine is not None:
+            return engine
+        why = f"{cache.engine_path(key).name}: TensorRT could not deserialise it; rebuilding"
+    if why:
+        _say(why)
+    data = build_engine(onnx_path, key, cache, calibration)
+    path = cache.store(key, data)
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         raise TheiaError(f"{path}: TensorRT could not load the engine it just built")
@@ -261,7 +197,8 @@ def open_engines(meta: BundleMeta, names: Sequence[str], precision: str = "fp16"
         raise TheiaError(f"TensorRT precision {precision!r} unknown; choose one of {PRECISIONS}")
     if not is_usable():
         raise TheiaError("TensorRT backend: no CUDA GPU found")
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = EngineCache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    gpu = cuda_driver.device_name()
     try:
         sums = read_sums(meta.root)
     except TheiaError:
@@ -272,7 +209,8 @@ def open_engines(meta: BundleMeta, names: Sequence[str], precision: str = "fp16"
         sha = sums.get(meta.graphs[name]) or sha256_file(path)
         graph_precision = precision if (precision != "int8" or name in ("encoder", "fused")) \
             else "fp16"
-        engine = load_or_build(name, path, sha, graph_precision, cache,
+        key = EngineKey(name, sha, graph_precision, trt.__version__, gpu)
+        engine = load_or_build(key, path, cache,
                                calibration if graph_precision == "int8" else None)
         out[name] = TrtGraph(engine, name, *GRAPH_IO[name])
     return out

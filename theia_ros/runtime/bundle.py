@@ -158,7 +158,7 @@ def _get(d: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if key not in d:
         raise TheiaError(f"{where}: missing field {key!r}")
     value = d[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise TheiaError(f"{where}: field {key!r} should be {kind}, got {value!r}")
     return value
 

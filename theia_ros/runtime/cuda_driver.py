@@ -9,7 +9,7 @@ uses, so buffers allocated here are valid for TensorRT's kernels.
 from __future__ import annotations
 
 import ctypes
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -47,7 +47,7 @@ def _check(result: int, what: str) -> None:
         raise TheiaError(f"CUDA {what} failed: {text}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def init_device(ordinal: int = 0) -> int:
     """Initialise the driver, make device ``ordinal``'s primary context current; -> device."""
     lib = _lib()

@@ -52,7 +52,7 @@ class PolicyRuntime:
 
     # --- input checks -----------------------------------------------------------------------
     def _image(self, image: np.ndarray) -> np.ndarray:
-        """uint8 ``[H, W, 3]`` or ``[1, H, W, 3]`` at the bundle's camera size -> ``[1, H, W, 3]``."""
+        """uint8 ``[H, W, 3]`` or ``[1, H, W, 3]`` at the camera size -> ``[1, H, W, 3]``."""
         h, w = self.meta.image_hw
         if not isinstance(image, np.ndarray):
             raise TheiaError(f"image must be a numpy uint8 array [{h}, {w}, 3], got "

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 WIDTH, HEIGHT = 320, 240
+HERE = Path(__file__).resolve().parent
 
 
 def _background(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
@@ -80,7 +81,7 @@ SCENES = {"table_blocks": table_blocks, "door_handle": door_handle,
           "drawer": drawer_scene, "gripper_view": gripper_view}
 
 
-def main(out_dir: Path = Path(__file__).resolve().parent) -> list[Path]:
+def main(out_dir: Path = HERE) -> list[Path]:
     paths = []
     for name, make in SCENES.items():
         path = out_dir / f"{name}.png"

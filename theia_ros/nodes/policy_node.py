@@ -1,0 +1,397 @@
+"""``policy_node``: a policy bundle driving a robot through the control core at a fixed rate.
+
+Thin rclpy around ROS-free parts: parameters (``params.POLICY_NODE_PARAMS``, defaults from
+``config_file``), camera / joint-state subscriptions feeding the control core's observation
+caches, one ``ControlLoop.step()`` per tick of a steady-clock timer, the applied action and
+diagnostics out, and start / pause / stop / estop services.
+
+Topics and services (relative names live under the node's name)::
+
+    sub  <image_topic>          sensor_msgs/Image | CompressedImage   sensor QoS (best effort)
+    sub  <joint_states_topic>   sensor_msgs/JointState                sensor QoS (dry_run)
+    pub  ~/action               std_msgs/Float32MultiArray [7]        reliable, one per command
+    pub  /diagnostics           diagnostic_msgs/DiagnosticArray       every diagnostics_period_s
+    srv  ~/start ~/pause ~/stop ~/estop                               std_srvs/Trigger
+
+``~/action`` holds what the adapter reports it sent (after the safety filter):
+``[x, y, z, roll, pitch, yaw, gripper]`` in the robot's base frame, m / rad / open fraction;
+``ee_delta`` (WidowX: a step from the current pose) or ``ee_absolute`` (Spot: a hand pose), as
+named in the layout's dimension label ``action:<kind>``. A plain array rather than a Twist:
+the absolute poses Spot takes are not velocities, and one layout serves both kinds.
+
+Threading: sensors, the control tick and services/diagnostics run in separate callback groups
+of a ``MultiThreadedExecutor``, so inference inside a tick never delays the camera callback
+and a ``~/stop`` is served while a tick runs (the loop serialises them on its lock).
+
+Example::
+
+    policy_node --ros-args -p config_file:=config/widowx_door.yaml -p bundle:=bundles/door \\
+        -p autostart:=true
+    ros2 service call /policy_node/pause std_srvs/srv/Trigger
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float32MultiArray, MultiArrayDimension
+from std_srvs.srv import Trigger
+
+from theia_ros.control import (
+    ControlLoop,
+    ImageCache,
+    LoopConfig,
+    LoopState,
+    Policy,
+    SafetyFilter,
+    TickReport,
+)
+from theia_ros.errors import TheiaError
+from theia_ros.nodes import ros_common as rc
+from theia_ros.nodes.image_conversion import ImageConversionError
+from theia_ros.nodes.params import POLICY_NODE_PARAMS
+from theia_ros.nodes.robots import RobotContext, RobotSetup, build_robot, override_limits
+from theia_ros.nodes.task_config import (
+    TaskConfig,
+    load_task_config,
+    node_defaults,
+    policy_node_parameters,
+    resolve_path,
+)
+from theia_ros.nodes.topic_robot import JointStateCache
+from theia_ros.types import ActionKind
+
+DYNAMIC = ("max_image_age_s", "max_joint_age_s")
+
+
+class PolicyNode(Node):
+    """See the module docstring.
+
+    Args:
+        policy: ``Observation -> [H, 7]``; None loads the ``bundle`` parameter with the
+            runtime. Given, ``action_kind`` and ``image_hw`` describe it.
+        setup: a ready robot (adapter + limits); None builds the ``robot`` parameter's.
+        node_name: ROS node name.
+        **node_kwargs: passed to ``rclpy.node.Node`` (``parameter_overrides``, ``context``).
+    """
+
+    def __init__(self, *, policy: Policy | None = None, setup: RobotSetup | None = None,
+                 action_kind: ActionKind = ActionKind.EE_DELTA,
+                 image_hw: tuple[int, int] | None = None, node_name: str = "policy_node",
+                 **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self._log_handler = rc.attach_logging(self)
+        self._closed = False
+        specs = POLICY_NODE_PARAMS
+        cfg_file = self.declare_parameter("config_file", "", rc.descriptor(
+            specs["config_file"])).value
+        self.task: TaskConfig | None = load_task_config(cfg_file) if cfg_file else None
+        yaml_values = policy_node_parameters(self.task) if self.task else {}
+        p = rc.declare_all(self, specs, node_defaults(specs, yaml_values), skip=("config_file",))
+        p["config_file"] = cfg_file
+        self.params = p
+        self.add_on_set_parameters_callback(rc.parameter_guard(specs, self._on_param))
+
+        # -- policy ----------------------------------------------------------------------
+        self.runtime = None
+        if policy is None:
+            if not p["bundle"]:
+                raise TheiaError("policy_node: parameter 'bundle' (or config_file's bundle:) "
+                                 "is required")
+            from theia_ros.runtime import load
+
+            bundle = resolve_path(p["bundle"], self.task)
+            self.runtime = load(bundle, p["backend"], threads=p["threads"] or None)
+            meta = self.runtime.meta
+            policy, action_kind, image_hw = self.runtime, ActionKind(meta.action_kind), \
+                tuple(meta.image_hw)
+            if meta.camera != p["camera"]:
+                self.get_logger().warning(f"bundle camera {meta.camera!r} differs from the "
+                                          f"camera parameter {p['camera']!r}; using the "
+                                          "bundle's")
+                p["camera"] = meta.camera
+            if abs(meta.control_rate_hz - p["rate_hz"]) > 1e-6:
+                self.get_logger().warning(f"rate_hz {p['rate_hz']} differs from the rate the "
+                                          f"policy was trained at ({meta.control_rate_hz} Hz)")
+            self.get_logger().info(f"loaded {bundle} on {self.runtime.backend}")
+        self.image_hw = tuple(image_hw) if image_hw else None
+
+        # -- robot and control core -----------------------------------------------------
+        self.joints = JointStateCache(p["arm_joints"], p["gripper_joint"] or None)
+        if setup is None:
+            ctx = RobotContext(self.task, action_kind, p["rate_hz"], self.joints,
+                               sim_seed=p["sim_seed"], image_hw=self.image_hw or (224, 224))
+            setup = build_robot(p["robot"], ctx)
+        self.setup = setup
+        self.adapter = setup.adapter
+        limits = override_limits(setup.limits, p)
+        self.images = ImageCache() if setup.images_from_topic else None
+        freshness = (self.task.freshness() if self.task else None)
+        freshness_kw = {"cameras": (p["camera"],), "max_image_age_s": p["max_image_age_s"],
+                        "max_joint_age_s": p["max_joint_age_s"]}
+        freshness = replace(freshness, **freshness_kw) if freshness is not None else None
+        if freshness is None:
+            from theia_ros.control import Freshness
+            freshness = Freshness(**freshness_kw)
+        chunk_over = {k: p[k] for k in ("replan_every", "temporal_ensemble", "async_planning")}
+        if self.task is not None:
+            chunking = self.task.chunking(chunk_over)
+        else:
+            from theia_ros.control import ChunkingConfig
+            chunking = ChunkingConfig(**chunk_over)
+        self.loop = ControlLoop(self.adapter, policy, SafetyFilter(limits, setup.joint_solver),
+                                LoopConfig(rate_hz=p["rate_hz"], freshness=freshness,
+                                           min_command_gap_fraction=p[
+                                               "min_command_gap_fraction"]),
+                                chunking, images=self.images, on_tick=self._on_tick)
+
+        # -- status shared with diagnostics ----------------------------------------------
+        self._status_lock = threading.Lock()
+        self._last_report: TickReport | None = None
+        self._command_starts: deque[float] = deque(maxlen=64)
+        self.image_errors = 0
+        self.joint_errors = 0
+        self.images_received = 0
+
+        # -- ROS interfaces --------------------------------------------------------------
+        sensors = MutuallyExclusiveCallbackGroup()
+        control = MutuallyExclusiveCallbackGroup()
+        admin = MutuallyExclusiveCallbackGroup()
+        if setup.images_from_topic:
+            self.create_subscription(rc.image_message_type(p["image_type"]), p["image_topic"],
+                                     self._on_image, rc.SENSOR_QOS, callback_group=sensors)
+        if setup.joints_from_topic:
+            self.create_subscription(JointState, p["joint_states_topic"], self._on_joints,
+                                     rc.SENSOR_QOS, callback_group=sensors)
+        self.action_pub = self.create_publisher(Float32MultiArray, p["action_topic"],
+                                                rc.COMMAND_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        for name, handler in (("start", self._srv_start), ("pause", self._srv_pause),
+                              ("stop", self._srv_stop), ("estop", self._srv_estop)):
+            self.create_service(Trigger, f"~/{name}", handler, callback_group=admin)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.adapter.connect()
+        self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick, callback_group=control,
+                                       clock=steady)
+        self.diag_timer = self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics,
+                                            callback_group=admin, clock=steady)
+        if p["autostart"]:
+            self.loop.start()
+        self.get_logger().info(f"policy_node ready: robot {p['robot']} "
+                               f"({self.adapter.name}) at {p['rate_hz']} Hz, state "
+                               f"{self.loop.state.value}")
+
+    # -- parameters ----------------------------------------------------------------------
+    def _on_param(self, name: str, value: Any) -> None:
+        if name in DYNAMIC:
+            self.params[name] = value
+            fresh = replace(self.loop.config.freshness, **{name: value})
+            self.loop.config = replace(self.loop.config, freshness=fresh)
+
+    # -- sensors -------------------------------------------------------------------------
+    def _on_image(self, msg: Any) -> None:
+        try:
+            rgb = rc.message_to_rgb(msg)
+            if self.image_hw is not None and rgb.shape[:2] != self.image_hw:
+                raise ImageConversionError(f"image is {rgb.shape[0]}x{rgb.shape[1]} but the "
+                                           f"policy takes {self.image_hw[0]}x{self.image_hw[1]}"
+                                           "; set the camera driver's resolution")
+            self.images.put(self.params["camera"], rgb,
+                            rc.stamp_to_monotonic(self, msg.header.stamp))
+            self.images_received += 1
+        except TheiaError as exc:
+            self.image_errors += 1
+            self.get_logger().warning(f"dropped image on {self.params['image_topic']}: {exc}",
+                                      throttle_duration_sec=2.0)
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            self.joints.put(msg.name, msg.position, rc.stamp_to_monotonic(self, msg.header.stamp))
+        except TheiaError as exc:
+            self.joint_errors += 1
+            self.get_logger().warning(f"dropped joint state: {exc}", throttle_duration_sec=2.0)
+
+    # -- control -------------------------------------------------------------------------
+    def _tick(self) -> None:
+        if not self._closed:
+            self.loop.step()
+
+    def _on_tick(self, report: TickReport) -> None:
+        with self._status_lock:
+            if report.status != "inactive":
+                self._last_report = report
+            if report.sent is not None:
+                self._command_starts.append(report.start_s)
+        if report.sent is None:
+            return
+        msg = Float32MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label=f"action:{report.sent.kind.value}",
+                                              size=7, stride=7)]
+        msg.data = [float(v) for v in report.sent.to_vector()]
+        self.action_pub.publish(msg)
+
+    def measured_rate_hz(self) -> float:
+        """Commands per second over the recent command window (0 when fewer than two)."""
+        with self._status_lock:
+            starts = list(self._command_starts)
+        if len(starts) < 2 or time.monotonic() - starts[-1] > 2.0 * self.loop.period_s:
+            return 0.0
+        return (len(starts) - 1) / (starts[-1] - starts[0])
+
+    def status(self) -> tuple[int, str, dict[str, str]]:
+        """(DiagnosticStatus level, one-line message, key/values) of the node right now."""
+        state = self.loop.state
+        with self._status_lock:
+            last = self._last_report
+        values = self.loop.stats.diagnostics()
+        values.update({
+            "state": state.value,
+            "robot": self.params["robot"],
+            "rate_target_hz": f"{self.params['rate_hz']:.2f}",
+            "rate_hz": f"{self.measured_rate_hz():.2f}",
+            "image_errors": str(self.image_errors),
+            "joint_errors": str(self.joint_errors),
+            "images_received": str(self.images_received),
+            "estop": str(self.loop.safety.estopped).lower(),
+        })
+        fault = getattr(self.adapter, "fault", None)
+        if fault is not None:
+            values["adapter_fault.kind"] = str(getattr(fault, "kind", "fault"))
+            values["adapter_fault.detail"] = str(getattr(fault, "detail", fault))
+        if self.loop.last_fault:
+            values["loop_fault"] = self.loop.last_fault
+        if state is LoopState.FAULTED or fault is not None:
+            return DiagnosticStatus.ERROR, f"faulted: {self.loop.last_fault or fault}", values
+        if state is LoopState.RUNNING and last is not None and last.status == "held":
+            values["hold_reason"] = str(last.hold_reason)
+            return DiagnosticStatus.WARN, f"holding: {last.hold_reason}", values
+        if state is LoopState.RUNNING:
+            return DiagnosticStatus.OK, "running", values
+        return DiagnosticStatus.OK, state.value, values
+
+    def publish_diagnostics(self) -> None:
+        level, message, values = self.status()
+        st = DiagnosticStatus(level=level, name=f"theia_ros: {self.get_name()}",
+                              message=message, hardware_id=str(self.adapter.name))
+        st.values = [KeyValue(key=k, value=v) for k, v in sorted(values.items())]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    # -- services ------------------------------------------------------------------------
+    def _srv_start(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        try:
+            if self.loop.state is LoopState.FAULTED:
+                self._recover()
+            self.loop.start()
+            resp.success, resp.message = True, "running"
+        except TheiaError as exc:
+            resp.success, resp.message = False, str(exc)
+        return resp
+
+    def _recover(self) -> None:
+        """Spot: ``recover()`` (re-acquire lease, power); WidowX: ``clear_fault()`` (the
+        operator fixed the motors); then the loop's fault is cleared."""
+        recover = getattr(self.adapter, "recover", None)
+        if recover is not None:
+            if not recover():
+                fault = getattr(self.adapter, "fault", None)
+                raise TheiaError(f"cannot recover from {fault}; fix it and restart the node")
+        elif hasattr(self.adapter, "clear_fault"):
+            self.adapter.clear_fault()
+        self.loop.clear_fault()
+
+    def _srv_pause(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        was = self.loop.state
+        self.loop.pause()
+        resp.success = was is LoopState.RUNNING
+        resp.message = self.loop.state.value if resp.success else f"not running ({was.value})"
+        return resp
+
+    def _srv_stop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        self.loop.stop()
+        resp.success, resp.message = True, self.loop.state.value
+        return resp
+
+    def _srv_estop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        self.loop.estop("~/estop service")
+        resp.success, resp.message = True, "e-stop latched; restart the node to reset it"
+        return resp
+
+    # -- shutdown ------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Safe stop (hold, park), release the robot and the runtime. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.timer.cancel()
+            self.diag_timer.cancel()
+        except Exception:  # the context may already be gone
+            pass
+        try:
+            self.loop.close()
+        finally:
+            try:
+                self.adapter.disconnect()
+            finally:
+                if self.runtime is not None:
+                    self.runtime.close()
+                logging.getLogger("theia_ros").removeHandler(self._log_handler)
+
+
+def spin_node(make_node: Any, argv: list[str] | None, name: str) -> int:
+    """Shared ``main``: init without rclpy's signal handlers (so Ctrl-C / SIGTERM reach us
+    while the context is still alive and the safe stop can use it), spin, clean up."""
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+
+    def _term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    node = None
+    rc_ = 0
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except TheiaError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        rc_ = 2
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return rc_
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``policy_node`` (ROS arguments: ``--ros-args -p name:=value``)."""
+    return spin_node(PolicyNode, argv if argv is not None else sys.argv, "policy_node")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["PolicyNode", "main", "spin_node"]
