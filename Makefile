@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ROS_TEST_WHEELS := "ros-rclpy[fastrtps]" ros-sensor-msgs ros-std-msgs ros-geometry-msgs \
-	ros-std-srvs ros-diagnostic-msgs
+	ros-std-srvs ros-diagnostic-msgs colcon-common-extensions
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
@@ -20,7 +20,7 @@ $(VENV)/.stamp-setup: setup.py pyproject.toml
 	$(PIP) install -q -e ".[all,dev]"
 	touch $@
 
-# rclpy from the unofficial PyPI wheels: test set-up only (a ROS install provides its own).
+# rclpy from the unofficial PyPI wheels, and colcon: test set-up only (a ROS install has its own).
 $(VENV)/.stamp-test: $(VENV)/.stamp-setup
 	$(PIP) install -q $(ROS_TEST_WHEELS)
 	touch $@

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -81,8 +82,15 @@ def training_throughput(kind: str, batch: int, repeats: int, encoder_name: str
             feats = policy.encoder.forward_features(preprocess(images))
         step(feats)
 
-    t_cache = statistics.median(_time(from_cache, repeats))
-    t_img = statistics.median(_time(from_images, max(2, repeats // 3), warmup=1))
+    # Interleaved, so both sides see the same background load of a shared machine.
+    from_cache()
+    from_images()
+    cache_s, image_s = [], []
+    for i in range(repeats):
+        cache_s += _time(from_cache, 1, warmup=0)
+        if i < max(2, repeats // 3):
+            image_s += _time(from_images, 1, warmup=0)
+    t_cache, t_img = statistics.median(cache_s), statistics.median(image_s)
     return {"cached_sps": batch / t_cache, "recompute_sps": batch / t_img,
             "ratio": t_img / t_cache}
 
@@ -99,7 +107,7 @@ def inference_latency(repeats: int, encoder_name: str) -> dict[str, list[float]]
         if kind == "cnn_mlp":
             out["encoder"] = _time(lambda p=policy: p.encode(image), repeats)
         gen = torch.Generator().manual_seed(0)
-        out[kind] = _time(lambda p=policy, f=fmap: p.predict_from_features(f, state, gen),
+        out[kind] = _time(lambda p=policy, f=fmap, g=gen: p.predict_from_features(f, state, g),
                           repeats)
     return out
 
@@ -113,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    reps = 5 if args.quick else 30
+    reps = 3 if args.quick else 30
 
     results: dict[str, object] = {"threads": args.threads, "encoder": args.encoder}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"policy_speed: {args.threads} CPU threads, encoder {args.encoder}, "
-          f"{'quick' if args.quick else 'full'} run\n")
+          f"{'quick' if args.quick else 'full'} run, load average {load:.1f} "
+          f"on {os.cpu_count()} CPUs\n")
     print(f"{'training step':<24} {'batch':>5} {'cached samples/s':>17} "
           f"{'recompute samples/s':>20} {'ratio':>7}")
     for kind, batch in (("cnn_mlp", 16), ("diffusion", 32)):
@@ -127,18 +137,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ratio']:>6.1f}x")
 
     lat = inference_latency(reps * 2, args.encoder)
-    print(f"\n{'inference (B=1)':<24} {'median ms':>10} {'p90 ms':>8}  note")
+    print(f"\n{'inference (B=1)':<24} {'min ms':>8} {'median ms':>10} {'p90 ms':>8}  note")
     for name, times in lat.items():
         ms = sorted(t * 1e3 for t in times)
         med, p90 = statistics.median(ms), ms[min(len(ms) - 1, int(0.9 * len(ms)))]
+        best = ms[0]
         note = "reference"
         if name == "diffusion":
-            ok = "OK" if med <= DIFFUSION_TARGET_MS else "OVER"
+            ok = "OK" if med <= DIFFUSION_TARGET_MS else (
+                "OVER (min OK: machine busy?)" if best <= DIFFUSION_TARGET_MS else "OVER")
             note = f"10 DDIM steps, target <= {DIFFUSION_TARGET_MS:.0f} ms: {ok}"
         elif name == "cnn_mlp":
             note = f"{med / statistics.median(lat['encoder']) / 1e3:.2f}x encoder"
-        results[f"latency_{name}_ms"] = {"median": med, "p90": p90}
-        print(f"{name:<24} {med:>10.1f} {p90:>8.1f}  {note}")
+        results[f"latency_{name}_ms"] = {"min": best, "median": med, "p90": p90}
+        print(f"{name:<24} {best:>8.1f} {med:>10.1f} {p90:>8.1f}  {note}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

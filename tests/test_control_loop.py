@@ -453,3 +453,25 @@ def test_drives_the_mujoco_twin_with_chunks_and_parks_on_stop() -> None:
         loop.stop()
         np.testing.assert_allclose(arm.observe().joint_positions, kinematics.SLEEP_QPOS_RAD,
                                    atol=0.05)
+
+
+def test_slow_inference_on_the_timer_grid_skips_no_ticks() -> None:
+    """Inference taking 0.15 s of a 0.2 s period: every on-time tick still commands."""
+    clock = ManualClock()
+    arm = RecordingArm(clock)
+
+    def policy(obs: Observation) -> np.ndarray:
+        clock.advance(0.15)
+        return np.array([[0.005, 0, 0, 0, 0, 0, 1.0]])
+
+    loop = make_loop(arm, policy, clock)
+    loop.start()
+    reports = []
+    for k in range(10):
+        target = k * PERIOD_S
+        if clock.now() < target:
+            clock.advance(target - clock.now())
+        reports.append(loop.step())
+    assert [r.status for r in reports].count("skipped") == 0
+    assert len(arm.applied) == 10
+    assert np.diff([t for t, _ in arm.applied]).min() >= 0.5 * PERIOD_S - 1e-9

@@ -104,6 +104,7 @@ def test_two_process_training_loss_falls_and_survives_sigkill(data):
     killed_at = _log(data / "killed" / "train_log.jsonl")[-1]["step"]
     assert killed_at < 32 and not (data / "killed" / "final").exists()
     _run(*_train_args(data, "killed"))
+    assert [r["step"] for r in _log(data / "killed" / "train_log.jsonl")] == list(range(1, 33))
     a = load_file(str(data / "full" / "final" / "model.safetensors"))
     b = load_file(str(data / "killed" / "final" / "model.safetensors"))
     for key in a:

@@ -95,7 +95,7 @@ def test_bad_runs_are_clear_errors(data, tmp_path):
     with pytest.raises(TheiaError, match="no statistics for teacher"):
         train(tiny_config(data, "e3", model={"teachers": "cdis"}, data={"cache": None}))
     # a cache of tiny teachers is not the real teachers' cache (1024 channels expected)
-    with pytest.raises(TheiaError, match="channels in the statistics|shape"):
+    with pytest.raises(TheiaError, match=r"channels in the statistics|shape"):
         train(tiny_config(data, "e4", model={"tiny_teachers": False}))
 
 
@@ -111,7 +111,7 @@ def test_config_overrides_and_validation(tmp_path):
             (["optim.betas=[1]"], "list of 2"):
         with pytest.raises(TheiaError, match=msg):
             load_config(path, bad)
-    with pytest.raises(TheiaError, match="data.images"):
+    with pytest.raises(TheiaError, match=r"data\.images"):
         load_config(None, [])
 
 

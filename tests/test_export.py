@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
 from helpers_export import IMAGE_HW, STATE_DIM, make_bundle, make_policy
+
 from policies.policy import save_policy
 from theia_ros.cli import main as cli_main
 from theia_ros.errors import TheiaError
@@ -25,8 +23,8 @@ from training.export import bundle_writer as bw
 
 @pytest.fixture(scope="module")
 def cnn_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list]:
-    # the default exporter (dynamo) + the fused graph
-    return make_bundle(tmp_path_factory.mktemp("cnn"), "cnn_mlp", exporter="dynamo", fused=True)
+    # the default exporter (dynamo); the fused graph is exported in the CLI test
+    return make_bundle(tmp_path_factory.mktemp("cnn"), "cnn_mlp", exporter="dynamo")
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +45,7 @@ def test_gather_resize_matches_torch_bilinear(in_hw: tuple[int, int]) -> None:
 def test_cnn_mlp_bundle_layout(cnn_bundle: tuple[Path, Path, list]) -> None:
     _, bundle, results = cnn_bundle
     names = {p.name for p in bundle.iterdir()}
-    assert {"bundle.yaml", "SHA256SUMS", "encoder.onnx", "head.onnx", "fused.onnx",
-            "torch"} <= names
+    assert {"bundle.yaml", "SHA256SUMS", "encoder.onnx", "head.onnx", "torch"} <= names
     assert not list(bundle.parent.glob(".bundle_cnn_mlp.tmp-*"))  # temp dir cleaned up
     sums = read_sums(bundle)
     on_disk = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}
@@ -64,15 +61,14 @@ def test_cnn_mlp_bundle_layout(cnn_bundle: tuple[Path, Path, list]) -> None:
     assert doc["export"]["exporter"] == "dynamo"
     # parity numbers recorded and within budget, including the end-to-end checks
     checks = {r["check"] for r in doc["export"]["parity"]}
-    assert {"graph encoder", "graph head", "graph fused", "tokens (encode)",
-            "actions (physical)"} <= checks
+    assert {"graph encoder", "graph head", "tokens (encode)", "actions (physical)"} <= checks
     assert all(r["max_abs_err"] <= parity.TOLERANCE for r in doc["export"]["parity"])
     assert all(r.ok for r in results)
 
 
 def test_exported_graphs_are_valid_onnx(cnn_bundle: tuple[Path, Path, list]) -> None:
     _, bundle, _ = cnn_bundle
-    for name in ("encoder.onnx", "head.onnx", "fused.onnx"):
+    for name in ("encoder.onnx", "head.onnx"):
         model = onnx.load(str(bundle / name))
         onnx.checker.check_model(model, full_check=True)
         assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {18}
@@ -85,7 +81,7 @@ def test_exported_graphs_are_valid_onnx(cnn_bundle: tuple[Path, Path, list]) -> 
 
 
 def test_diffusion_bundle_records_the_sampler(diffusion_bundle: tuple[Path, Path, list]) -> None:
-    policy_dir, bundle, results = diffusion_bundle
+    _, bundle, results = diffusion_bundle
     meta = read_bundle(bundle)
     assert meta.policy_type == "diffusion"
     assert set(meta.graphs) == {"encoder", "condition", "denoiser"}
@@ -99,7 +95,7 @@ def test_diffusion_bundle_records_the_sampler(diffusion_bundle: tuple[Path, Path
 
 def test_parity_failure_fails_the_export_with_numbers(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """An exporter bug (simulated: the traced head adds 1e-3) must stop the export."""
+    """An exporter bug (simulated: the traced head adds 0.1) must stop the export."""
     real_build = bw.build_graphs
 
     class Shifted(torch.nn.Module):
@@ -108,7 +104,7 @@ def test_parity_failure_fails_the_export_with_numbers(tmp_path: Path,
             self.inner = inner
 
         def forward(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-            return self.inner(tokens, state) + 1e-3
+            return self.inner(tokens, state) + 0.1
 
     def buggy(*args: object, **kwargs: object) -> dict:
         graphs = real_build(*args, **kwargs)
@@ -131,7 +127,7 @@ def test_parity_failure_fails_the_export_with_numbers(tmp_path: Path,
 
 
 def test_parity_check_catches_a_drifted_policy(cnn_bundle: tuple[Path, Path, list]) -> None:
-    policy_dir, bundle, _ = cnn_bundle
+    _, bundle, _ = cnn_bundle
     policy = make_policy("cnn_mlp")  # same seed: the exported weights
     pairs = [("random#0", np.zeros((*IMAGE_HW, 3), np.uint8), np.zeros(STATE_DIM, np.float32))]
     assert all(r.ok for r in parity.end_to_end_parity(bundle, policy, pairs))
@@ -166,10 +162,14 @@ def test_cli_export_and_refusal_to_overwrite(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     policy_dir = save_policy(make_policy("cnn_mlp"), tmp_path / "policy")
     argv = ["export", "--policy", str(policy_dir), "--out", str(tmp_path / "b"),
-            "--image-size", "32x48", "--exporter", "torchscript", "--image-topic", "/cam/rgb"]
+            "--image-size", "32x48", "--exporter", "torchscript", "--image-topic", "/cam/rgb",
+            "--fused"]
     assert cli_main(argv) == 0
     meta = read_bundle(tmp_path / "b")
     assert meta.image_hw == (32, 48) and meta.topics["image"] == "/cam/rgb"
+    assert "fused" in meta.graphs
+    parity_rows = meta.raw["export"]["parity"]
+    assert {"graph fused"} <= {r["check"] for r in parity_rows}
     assert "parity checks passed" in capsys.readouterr().out
     assert cli_main(argv) == 2  # exists: needs --force
     assert "--force" in capsys.readouterr().err
@@ -177,7 +177,7 @@ def test_cli_export_and_refusal_to_overwrite(tmp_path: Path,
 
 
 def test_export_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(TheiaError, match="policy.json"):
+    with pytest.raises(TheiaError, match=r"policy\.json"):
         export_bundle(tmp_path / "nope", tmp_path / "out")
     policy_dir = save_policy(make_policy("cnn_mlp"), tmp_path / "policy")
     (policy_dir / "model.safetensors").write_bytes(b"garbage")
@@ -186,8 +186,8 @@ def test_export_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_help_has_an_example() -> None:
-    done = subprocess.run([sys.executable, "-m", "theia_ros.cli", "export", "--help"],
-                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    assert done.returncode == 0, done.stderr
-    assert "theia export --policy" in done.stdout
+def test_cli_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main(["export", "--help"])
+    assert info.value.code == 0
+    assert "theia export --policy" in capsys.readouterr().out

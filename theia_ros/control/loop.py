@@ -5,7 +5,8 @@ while :meth:`ControlLoop.run` schedules ticks itself on deadlines ``t0 + n * per
 tick (or a late wake-up) runs past the next deadline, the overrun and the missed slots are
 counted and the next deadline is rescheduled from now (``end + period``): there is never a
 burst of catch-up commands. Independently of who schedules, a tick starting less than
-``min_command_gap_fraction`` (0.5) of a period after the last command is skipped, so an
+``min_command_gap_fraction`` (0.5) of a period after the start of the last commanding tick
+is skipped, so an
 overdue timer callback cannot send two commands back to back either.
 
 Faults (the policy raises, the adapter raises or reports a fault, the e-stop) end in a safe
@@ -137,7 +138,8 @@ class ControlLoop:
         self._log = RateLimitedLogger(log, self.config.log_interval_s, self.clock.now)
         self._tick_index = 0  # ticks that reached the policy: the chunker's time axis
         self._prev_start_s: float | None = None
-        self._last_command_s: float | None = None
+        self._last_command_s: float | None = None  # start of the last commanding tick
+        self._last_sent_s: float | None = None  # when the last command was sent
         self._holding = False  # hold() already sent for the current hold streak
         self._stop_requested = False
 
@@ -163,6 +165,7 @@ class ControlLoop:
             self.safety.reset_reference()
             self._prev_start_s = None
             self._last_command_s = None
+            self._last_sent_s = None
             self._holding = False
             self._stop_requested = False
             self._state = LoopState.RUNNING
@@ -357,12 +360,21 @@ class ControlLoop:
             self.chunker.reset()
             return self._held(index, start, f"safety:{result.hold_reason.value}",
                               proposed=proposed, interventions=kinds, obs_stamp_s=obs.stamp_s)
+        if self._last_sent_s is not None and self.clock.now() - self._last_sent_s < min_gap_s:
+            # An overdue timer fired right after a slow tick: never two commands back to back.
+            with self.stats.lock:
+                self.stats.skipped_ticks += 1
+            return TickReport(index, start, "skipped")
         try:
             sent = self.adapter.apply(result.action)
         except Exception as exc:
             return self._faulted(index, start, "adapter_apply", repr(exc))
         done = self.clock.now()
-        self._last_command_s = done
+        # The pre-inference gap check uses the commanding tick's *start*, so slow inference
+        # does not make the next on-time tick look "too soon"; the send-time check above uses
+        # when the last command actually went out.
+        self._last_command_s = start
+        self._last_sent_s = done
         fault = getattr(self.adapter, "fault", None)
         if fault:
             return self._faulted(index, start, "robot_fault", str(fault))

@@ -274,6 +274,8 @@ class PolicyNode(Node):
             values["adapter_fault.detail"] = str(getattr(fault, "detail", fault))
         if self.loop.last_fault:
             values["loop_fault"] = self.loop.last_fault
+        if self.loop.safety.estopped:
+            return DiagnosticStatus.ERROR, f"e-stop: {self.loop.safety.estop_reason}", values
         if state is LoopState.FAULTED or fault is not None:
             return DiagnosticStatus.ERROR, f"faulted: {self.loop.last_fault or fault}", values
         if state is LoopState.RUNNING and last is not None and last.status == "held":
@@ -295,6 +297,9 @@ class PolicyNode(Node):
     # -- services ------------------------------------------------------------------------
     def _srv_start(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         try:
+            if self.loop.safety.estopped:
+                raise TheiaError(f"e-stop is latched ({self.loop.safety.estop_reason}); "
+                                 "restart the node to reset it")
             if self.loop.state is LoopState.FAULTED:
                 self._recover()
             self.loop.start()

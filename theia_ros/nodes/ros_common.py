@@ -18,6 +18,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -83,13 +84,17 @@ def declare_all(node: Node, specs: Mapping[str, ParamSpec], defaults: Mapping[st
         if name in skip:
             continue
         default = defaults.get(name, spec.default)
-        if spec.kind.endswith("_list") and not default:
-            # an empty list has no type of its own: declare the type explicitly
-            param = node.declare_parameter(name, _EMPTY_LIST_TYPES[spec.kind], descriptor(spec))
-            value = param.value if param.value is not None else []
-        else:
-            param = node.declare_parameter(name, default, descriptor(spec))
-            value = param.value
+        try:
+            if spec.kind.endswith("_list") and not default:
+                # an empty list has no type of its own: declare the type explicitly
+                param = node.declare_parameter(name, _EMPTY_LIST_TYPES[spec.kind],
+                                               descriptor(spec))
+                value = param.value if param.value is not None else []
+            else:
+                param = node.declare_parameter(name, default, descriptor(spec))
+                value = param.value
+        except (ParameterException, InvalidParameterTypeException) as exc:
+            raise TheiaError(f"{node.get_name()} parameter {name!r}: {exc}") from exc
         if isinstance(value, (tuple, np.ndarray)) or type(value).__name__ == "array":
             value = list(value)
         values[name] = validate(specs, name, value, f"{node.get_name()} parameter")

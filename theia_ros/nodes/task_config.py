@@ -263,3 +263,45 @@ def resolve_path(value: str, config: TaskConfig | None) -> Path:
         return p
     beside = config.path.resolve().parent.parent / p
     return beside if beside.exists() else p
+
+
+# Launch argument -> node parameter it overrides (launch files declare these; empty = YAML).
+LAUNCH_OVERRIDES: dict[str, str] = {
+    "policy": "bundle",
+    "backend": "backend",
+    "robot": "robot",
+    "autostart": "autostart",
+    "rate_hz": "rate_hz",
+}
+RECORDER_LAUNCH_OVERRIDES: dict[str, str] = {
+    "dataset": "dataset",
+    "task": "task",
+    "robot": "robot",
+    "teleop_type": "teleop_type",
+    "teleop_topic": "teleop_topic",
+}
+
+
+def launch_overrides(values: Mapping[str, str], mapping: Mapping[str, str],
+                     specs: Mapping[str, ParamSpec]) -> dict[str, Any]:
+    """Launch argument strings -> typed, validated node parameters (empty strings skipped)."""
+    out: dict[str, Any] = {}
+    for arg, text in values.items():
+        if arg not in mapping or text == "":
+            continue
+        name = mapping[arg]
+        kind = specs[name].kind
+        value: Any = text
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false"):
+                    raise ValueError(text)
+                value = text.lower() == "true"
+            elif kind == "float":
+                value = float(text)
+            elif kind == "int":
+                value = int(text)
+        except ValueError:
+            raise TheiaError(f"launch argument {arg}:={text!r}: expected a {kind}") from None
+        out[name] = validate(specs, name, value, f"launch argument {arg!r}")
+    return out

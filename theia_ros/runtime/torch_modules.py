@@ -29,9 +29,11 @@ def _tokens_to_map(tokens: torch.Tensor, grid: int) -> torch.Tensor:
 class EncoderGraph(nn.Module):
     """uint8 RGB ``[1, H, W, 3]`` -> spatial tokens ``[1, 196, C]`` float32.
 
-    Same steps as ``policies.preprocess`` (scale to [0, 1], bilinear resize with
+    The maths of ``policies.preprocess`` (scale to [0, 1], bilinear resize with
     ``align_corners=False`` and no antialias, map to [-1, 1]) then the ViT; the resize is
-    written as gathers (see ``torch_resize``) for a fixed camera size ``image_hw``.
+    written as gathers (see ``torch_resize``) for a fixed camera size ``image_hw``, and the
+    affine pixel map ``(x / 255 - mean) / std`` is folded into one scale (in the resize
+    weights) and one offset. Matches ``policies.preprocess`` to float32 rounding.
     """
 
     def __init__(self, encoder: TheiaEncoder, image_hw: tuple[int, int]):
@@ -39,14 +41,17 @@ class EncoderGraph(nn.Module):
         self.encoder = encoder
         size = encoder.config.img_size
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
+        self.scale = 1.0 / (255.0 * STD)
+        self.offset = MEAN / STD
         self.resize = (None if self.image_hw == (size, size)
-                       else BilinearResizeNHWC(self.image_hw, size))
+                       else BilinearResizeNHWC(self.image_hw, size, out_scale=self.scale))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.to(torch.float32) / 255.0  # [1, H, W, 3]
         if self.resize is not None:
-            x = self.resize(x)  # [1, 224, 224, 3]
-        x = (x.permute(0, 3, 1, 2) - MEAN) / STD  # [1, 3, 224, 224]
+            x = self.resize(image)  # uint8 [1, H, W, 3] -> scaled float [1, 224, 224, 3]
+        else:
+            x = image.to(torch.float32) * self.scale
+        x = (x - self.offset).permute(0, 3, 1, 2)  # [1, 3, 224, 224] in [-1, 1]
         return self.encoder.forward_features(x)
 
 

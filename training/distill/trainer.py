@@ -377,6 +377,9 @@ def train(cfg: DistillConfig) -> Path | None:
             raise TheiaError(f"{latest}: saved with a global batch of "
                              f"{position['global_batch']}, this run has {plan.global_batch} "
                              "(batch_size x processes must match to resume)")
+        if env.is_main:  # steps after the checkpoint are replayed: drop their records
+            for name in ("train_log.jsonl", "eval.jsonl"):
+                _truncate_jsonl(out / name, position["global_step"])
     net: nn.Module = model
     if t.compile:
         net = torch.compile(net)
@@ -478,3 +481,19 @@ def _append_jsonl(path: Path, record: dict) -> None:
     """One JSON line per record (machine-readable log beside TensorBoard)."""
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep only whole records with ``step <= last_step`` (atomically)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut by the kill
+            continue
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
+    os.replace(tmp, path)

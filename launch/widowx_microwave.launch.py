@@ -1,0 +1,10 @@
+"""``ros2 launch theia_ros widowx_microwave.launch.py [policy:=<bundle>] [camera:=...]``
+
+Reads ``config/widowx_microwave.yaml``; arguments: ``theia_ros.nodes.launch_description``.
+"""
+
+from theia_ros.nodes.launch_description import task_launch
+
+
+def generate_launch_description():
+    return task_launch("widowx_microwave", kind="policy")

@@ -1,0 +1,165 @@
+"""policy_node with real rclpy (PyPI wheels), a real exported Theia-Tiny bundle on
+onnxruntime and the ``dry_run`` robot (observations from the topics this test publishes,
+nothing moved): actions at 5 Hz, hold on a stale camera, malformed images survived, services.
+
+One node serves the whole module (building it costs a bundle export and a DDS start-up);
+the tests run in file order and each leaves the node running with good sensor data.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from helpers_nodes import (
+    SensorFeed,
+    Spinner,
+    build_tiny_bundle,
+    call_trigger,
+    ros_context,
+    session_domain_id,
+    wait_for,
+)
+
+pytestmark = pytest.mark.ros
+rclpy = pytest.importorskip("rclpy")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+class Harness:
+    def __init__(self, context, bundle) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.parameter import Parameter
+        from std_msgs.msg import Float32MultiArray
+
+        from theia_ros.nodes.policy_node import PolicyNode
+
+        params = {"bundle": str(bundle), "backend": "onnxruntime", "threads": 1,
+                  "autostart": True, "robot": "dry_run", "diagnostics_period_s": 0.25}
+        self.node = PolicyNode(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params.items()])
+        self.peer = rclpy.create_node("policy_test_peer", context=context)
+        self.actions: list[tuple[float, list[float]]] = []
+        self.diagnostics: list[object] = []
+        self.peer.create_subscription(Float32MultiArray, "/policy_node/action",
+                                      lambda m: self.actions.append((time.monotonic(),
+                                                                     list(m.data))), 50)
+        self.peer.create_subscription(DiagnosticArray, "/diagnostics",
+                                      lambda m: self.diagnostics.append(m), 50)
+        self.feed = SensorFeed(self.peer).start()
+        self.spinner = Spinner(context, self.node, self.peer)
+
+    def actions_since(self, t0: float) -> list[float]:
+        return [t for t, _ in self.actions if t >= t0]
+
+    def close(self) -> None:
+        self.feed.stop()
+        self.node.shutdown()
+        self.spinner.close()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def harness(tiny_bundle):
+    with ros_context(session_domain_id()) as ctx:
+        h = Harness(ctx, tiny_bundle)
+        try:
+            assert wait_for(lambda: len(h.actions) >= 2, 15.0), "no actions came out"
+            yield h
+        finally:
+            h.close()
+
+
+def test_actions_come_out_at_5_hz(harness) -> None:
+    t0 = time.monotonic()
+    time.sleep(2.5)
+    stamps = harness.actions_since(t0)
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    assert 4.3 <= rate <= 5.7, f"action rate {rate:.2f} Hz"
+    gaps = np.diff(stamps)
+    assert gaps.min() > 0.05, "two commands back to back"
+    vec = harness.actions[-1][1]
+    assert len(vec) == 7 and all(np.isfinite(vec))
+    assert np.linalg.norm(vec[:3]) <= 0.03 + 1e-6  # within the wx250s per-step limit
+    _, message, values = harness.node.status()
+    assert message == "running" and int(values["commands"]) >= 10
+
+
+def test_stale_camera_holds_and_diagnostics_say_so(harness) -> None:
+    harness.feed.mode = "no_image"
+    time.sleep(0.5)  # max_image_age_s 0.3 s: the camera is stale from here on
+    t0 = time.monotonic()
+    time.sleep(1.0)
+    assert harness.actions_since(t0) == [], "commands sent while the camera was stale"
+    _, message, values = harness.node.status()
+    assert message == "holding: stale_image"
+    assert int(values["holds.stale_image"]) >= 3
+    n_diag = len(harness.diagnostics)
+    assert wait_for(lambda: len(harness.diagnostics) > n_diag, 2.0)
+    st = harness.diagnostics[-1].status[0]
+    assert st.level == st.WARN and "stale_image" in st.message
+    harness.feed.mode = "ok"
+    t1 = time.monotonic()
+    assert wait_for(lambda: len(harness.actions_since(t1)) >= 2, 3.0), "did not resume"
+
+
+def test_malformed_images_do_not_crash_the_node(harness) -> None:
+    errors0 = harness.node.image_errors
+    harness.feed.mode = "bad"
+    assert wait_for(lambda: harness.node.image_errors >= errors0 + 6, 3.0)
+    harness.feed.mode = "ok"
+    t0 = time.monotonic()
+    assert wait_for(lambda: len(harness.actions_since(t0)) >= 2, 3.0)
+    assert harness.node.loop.state.value == "running"
+    assert harness.node.status()[2]["image_errors"] == str(harness.node.image_errors)
+
+
+def test_pause_start_stop_services(harness) -> None:
+    res = call_trigger(harness.peer, "/policy_node/pause")
+    assert res.success and res.message == "paused"
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    time.sleep(0.8)
+    assert harness.actions_since(t0) == []
+    assert not call_trigger(harness.peer, "/policy_node/pause").success  # not running
+    res = call_trigger(harness.peer, "/policy_node/start")
+    assert res.success
+    t1 = time.monotonic()
+    assert wait_for(lambda: len(harness.actions_since(t1)) >= 2, 3.0)
+    stops0 = harness.node.adapter.safe_stops
+    res = call_trigger(harness.peer, "/policy_node/stop")
+    assert res.success and res.message == "stopped"
+    assert harness.node.adapter.safe_stops == stops0 + 1  # hold, then park
+    time.sleep(0.3)
+    t2 = time.monotonic()
+    time.sleep(0.6)
+    assert harness.actions_since(t2) == []
+    assert call_trigger(harness.peer, "/policy_node/start").success
+
+
+def test_estop_latches_and_refuses_start(harness) -> None:
+    assert call_trigger(harness.peer, "/policy_node/estop").success
+    assert harness.node.loop.state.value == "faulted"
+    res = call_trigger(harness.peer, "/policy_node/start")
+    assert not res.success and "e-stop" in res.message
+    level, message, values = harness.node.status()
+    assert level == b"\x02" and message.startswith("e-stop") and values["estop"] == "true"
+    assert harness.node.loop.state.value == "faulted"
+
+
+def test_bad_parameter_is_rejected_at_runtime(harness) -> None:
+    from rclpy.parameter import Parameter
+
+    res = harness.node.set_parameters([Parameter("max_image_age_s", value=-1.0)])
+    assert not res[0].successful
+    res = harness.node.set_parameters([Parameter("max_image_age_s", value=0.5)])
+    assert res[0].successful
+    assert harness.node.loop.config.freshness.max_image_age_s == 0.5
+    res = harness.node.set_parameters([Parameter("rate_hz", value=10.0)])
+    assert not res[0].successful  # read-only

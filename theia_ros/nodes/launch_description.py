@@ -1,0 +1,138 @@
+"""The launch descriptions behind ``launch/*.launch.py`` (those files are one call each).
+
+Imports ``launch`` / ``launch_ros`` inside the functions, so the module (and its tables)
+import without a ROS install. What it references outside this package:
+
+- ``interbotix_xsarm_control``/``launch/xsarm_control.launch.py`` (``robot_model:=wx250s``),
+- ``usb_cam`` (executable ``usb_cam_node_exe``) or ``realsense2_camera``/``launch/rs_launch.py``,
+- ``spacenav`` (executable ``spacenav_node``) for SpaceMouse teleop.
+
+Launch arguments (``ros2 launch theia_ros widowx_door.launch.py policy:=bundles/door``):
+``config`` (a task YAML; default the installed ``config/<task>.yaml``), ``camera``
+(``usb_cam|realsense|none``; default the YAML's ``camera_driver.type``), ``interbotix``
+(``true|false``: start the arm driver), and the node overrides in
+``task_config.LAUNCH_OVERRIDES`` / ``RECORDER_LAUNCH_OVERRIDES`` (empty: keep the YAML's).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from theia_ros.nodes.params import POLICY_NODE_PARAMS, RECORDER_NODE_PARAMS
+from theia_ros.nodes.task_config import (
+    LAUNCH_OVERRIDES,
+    RECORDER_LAUNCH_OVERRIDES,
+    TaskConfig,
+    launch_overrides,
+    load_task_config,
+)
+
+PACKAGE = "theia_ros"
+INTERBOTIX_PACKAGE = "interbotix_xsarm_control"
+INTERBOTIX_LAUNCH = "xsarm_control.launch.py"
+REALSENSE_PACKAGE = "realsense2_camera"
+REALSENSE_LAUNCH = "rs_launch.py"
+USB_CAM_PACKAGE, USB_CAM_EXECUTABLE = "usb_cam", "usb_cam_node_exe"
+SPACENAV_PACKAGE, SPACENAV_EXECUTABLE = "spacenav", "spacenav_node"
+# node kind -> (executable in setup.py console_scripts, parameter table, launch overrides)
+NODES = {
+    "policy": ("policy_node", POLICY_NODE_PARAMS, LAUNCH_OVERRIDES),
+    "recorder": ("recorder_node", RECORDER_NODE_PARAMS, RECORDER_LAUNCH_OVERRIDES),
+}
+
+
+def default_config(task: str) -> str:
+    from ament_index_python.packages import get_package_share_directory
+
+    return os.path.join(get_package_share_directory(PACKAGE), "config", f"{task}.yaml")
+
+
+def _camera_actions(cfg: TaskConfig, driver: str) -> list[Any]:
+    from ament_index_python.packages import get_package_share_directory
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+    from launch_ros.actions import Node
+
+    cam = cfg.camera_driver
+    topic = cfg.topics.get("image", "/camera/image_raw")
+    if driver == "usb_cam":
+        params = {"video_device": cam.get("device", "/dev/video0"),
+                  "image_width": int(cam.get("width", 640)),
+                  "image_height": int(cam.get("height", 480)),
+                  "framerate": float(cam.get("fps", 30)), "pixel_format": "yuyv2rgb"}
+        return [Node(package=USB_CAM_PACKAGE, executable=USB_CAM_EXECUTABLE, name="camera",
+                     parameters=[params], remappings=[("image_raw", topic)], output="screen")]
+    if driver == "realsense":
+        w, h = int(cam.get("width", 640)), int(cam.get("height", 480))
+        fps = int(cam.get("fps", 30))
+        args = {"enable_depth": "false", "rgb_camera.color_profile": f"{w},{h},{fps}"}
+        if cam.get("serial_no"):
+            args["serial_no"] = str(cam["serial_no"])
+        path = os.path.join(get_package_share_directory(REALSENSE_PACKAGE), "launch",
+                            REALSENSE_LAUNCH)
+        return [IncludeLaunchDescription(PythonLaunchDescriptionSource(path),
+                                         launch_arguments=args.items())]
+    return []
+
+
+def _interbotix(cfg: TaskConfig) -> list[Any]:
+    from ament_index_python.packages import get_package_share_directory
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    model = cfg.widowx.get("robot_model", "wx250s")
+    path = os.path.join(get_package_share_directory(INTERBOTIX_PACKAGE), "launch",
+                        INTERBOTIX_LAUNCH)
+    args = {"robot_model": model, "use_rviz": "false"}
+    if cfg.widowx.get("robot_name"):
+        args["robot_name"] = cfg.widowx["robot_name"]
+    return [IncludeLaunchDescription(PythonLaunchDescriptionSource(path),
+                                     launch_arguments=args.items())]
+
+
+def _setup(context: Any, task: str, kind: str) -> list[Any]:
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    executable, specs, mapping = NODES[kind]
+    config_path = arg("config") or default_config(task)
+    cfg = load_task_config(config_path)
+    overrides = launch_overrides({a: arg(a) for a in mapping}, mapping, specs)
+    robot = overrides.get("robot", cfg.robot)
+    actions: list[Any] = []
+    if robot == "widowx" and arg("interbotix").lower() == "true":
+        actions += _interbotix(cfg)
+    if robot in ("widowx", "dry_run"):
+        actions += _camera_actions(cfg, arg("camera") or cfg.camera_driver.get("type", "none"))
+    if kind == "recorder" and overrides.get("teleop_type", "Twist") == "Twist" \
+            and arg("spacenav").lower() == "true":
+        actions.append(Node(package=SPACENAV_PACKAGE, executable=SPACENAV_EXECUTABLE,
+                            output="screen"))
+    params = {"config_file": os.path.abspath(config_path), **overrides}
+    actions.append(Node(package=PACKAGE, executable=executable, name=executable,
+                        parameters=[params], output="screen", emulate_tty=True))
+    return actions
+
+
+def task_launch(task: str, kind: str = "policy") -> Any:
+    """``LaunchDescription`` for ``config/<task>.yaml`` with the policy or recorder node."""
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchDescription
+
+    _, _, mapping = NODES[kind]
+    args = [DeclareLaunchArgument("config", default_value="",
+                                  description=f"task YAML (default: config/{task}.yaml)"),
+            DeclareLaunchArgument("camera", default_value="",
+                                  description="usb_cam | realsense | none (default: YAML)"),
+            DeclareLaunchArgument("interbotix", default_value="true",
+                                  description="start xsarm_control for the WidowX"),
+            DeclareLaunchArgument("spacenav", default_value="true",
+                                  description="start the SpaceMouse driver (recorder)")]
+    args += [DeclareLaunchArgument(a, default_value="", description=f"overrides {p} "
+                                   "(empty: the YAML's)") for a, p in mapping.items()]
+    return LaunchDescription([*args, OpaqueFunction(function=_setup, args=[task, kind])])
