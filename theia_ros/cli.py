@@ -23,7 +23,7 @@ from theia_ros.errors import TheiaError
 COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("training.cli.encode", "spatial tokens (and PCA pictures) for images"),
     "analyze": ("training.cli.analyze", "representation measures: norm entropy, PCA AUC, ..."),
-    "distill": ("training.cli.distill", "distill Theia: stats | extract | train"),
+    "distill": ("training.cli.distill", "distill Theia: prepare | stats | extract | train"),
     "dataset": ("training.cli.dataset", "demo datasets: import-bag | info | view"),
     "train-policy": ("training.cli.train_policy", "train a CNN-MLP or diffusion policy"),
     "export": ("training.cli.export", "export a policy to an ONNX bundle"),
