@@ -40,6 +40,12 @@ def test_gather_resize_matches_torch_bilinear(in_hw: tuple[int, int]) -> None:
     out = BilinearResizeNHWC(in_hw, 224)(x)
     assert out.shape == (1, 224, 224, 3)
     assert (out - ref).abs().max().item() < 1e-6
+    # uint8 in, pixel scale folded into the weights (what the encoder graph does)
+    u8 = torch.randint(0, 256, (1, *in_hw, 3), dtype=torch.uint8)
+    ref = F.interpolate(u8.permute(0, 3, 1, 2).float() / 255, size=(224, 224),
+                        mode="bilinear", align_corners=False).permute(0, 2, 3, 1) * 2
+    out = BilinearResizeNHWC(in_hw, 224, out_scale=2 / 255)(u8)
+    assert out.dtype == torch.float32 and (out - ref).abs().max().item() < 1e-6
 
 
 def test_cnn_mlp_bundle_layout(cnn_bundle: tuple[Path, Path, list]) -> None:

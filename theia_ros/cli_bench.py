@@ -370,12 +370,17 @@ def main(args: argparse.Namespace) -> int:
         rows += [t.summary() for t in bench_bundle(b, backends, iters, args.threads,
                                                    args.precision, calibration)]
     _speedups(rows)
+    load_1min = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if args.json:
         print(json.dumps({"rows": rows, "targets": _targets(rows), "iters": iters,
-                          "threads": args.threads, "cpu_count": os.cpu_count()}, indent=2))
+                          "threads": args.threads, "cpu_count": os.cpu_count(),
+                          "load_avg_1min": load_1min}, indent=2))
     else:
         print(format_table(rows))
         for line in _targets(rows):
             print(line)
+        if load_1min is not None:
+            # other processes on the cores distort absolute times (torch's OpenMP most)
+            print(f"load average (1 min) {load_1min:.2f} on {os.cpu_count()} cores")
     return 0
 

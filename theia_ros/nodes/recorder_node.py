@@ -8,6 +8,11 @@ EE pose) and the action *as sent* (after safety clipping), so the dataset's acti
 the robot was really told to do. ``robot: dry_run`` records while another node moves the arm
 (the deltas are then what the operator asked for, clipped by the same limits).
 
+Robots taking absolute hand poses (Spot: ``ee_absolute``) get the deltas integrated into a
+target pose (``teleop_mapping.PoseIntegrator``: from the measured hand pose at start and after
+a hold, then from the pose last sent); the dataset's ``action_kind`` is the adapter's, and each
+recorded action is the absolute pose + gripper that went out in the RobotCommand.
+
 Services (``std_srvs/Trigger``, under the node's name)::
 
     ~/start          begin an episode (task text: the ``task`` parameter)
@@ -55,7 +60,7 @@ from theia_ros.errors import TheiaError
 from theia_ros.nodes import ros_common as rc
 from theia_ros.nodes.params import RECORDER_NODE_PARAMS
 from theia_ros.nodes.policy_node import spin_node
-from theia_ros.nodes.robots import RobotContext, RobotSetup, build_robot
+from theia_ros.nodes.robots import RobotContext, RobotSetup, build_robot, robot_action_kind
 from theia_ros.nodes.task_config import (
     TaskConfig,
     load_task_config,
@@ -63,7 +68,7 @@ from theia_ros.nodes.task_config import (
     recorder_node_parameters,
     resolve_path,
 )
-from theia_ros.nodes.teleop_mapping import TeleopMapper, TeleopScales
+from theia_ros.nodes.teleop_mapping import PoseIntegrator, TeleopMapper, TeleopScales
 from theia_ros.nodes.topic_robot import JointStateCache
 from theia_ros.types import ActionKind, Observation
 
@@ -104,11 +109,18 @@ class RecorderNode(Node):
         self.add_on_set_parameters_callback(rc.parameter_guard(specs, self._on_param))
 
         self.joints = JointStateCache(p["arm_joints"], p["gripper_joint"] or None)
+        self.robot_type = p["robot"]
         if setup is None:
-            ctx = RobotContext(self.task_cfg, ActionKind.EE_DELTA, p["rate_hz"], self.joints,
-                               sim_seed=p["sim_seed"])
+            ctx = RobotContext(self.task_cfg, robot_action_kind(p["robot"]), p["rate_hz"],
+                               self.joints, sim_seed=p["sim_seed"])
             setup = build_robot(p["robot"], ctx)
+        elif setup.adapter.name != "dry_run":
+            self.robot_type = setup.adapter.name
         self.setup, self.adapter = setup, setup.adapter
+        self.action_kind = ActionKind(self.adapter.action_kind)
+        # absolute-pose robots: teleop deltas are integrated into the target sent each tick
+        self.integrator = (PoseIntegrator() if self.action_kind is ActionKind.EE_ABSOLUTE
+                           else None)
         self.images = ImageCache() if setup.images_from_topic else None
         freshness = Freshness(cameras=(p["camera"],), max_image_age_s=p["max_image_age_s"],
                               max_joint_age_s=p["max_joint_age_s"])
@@ -200,16 +212,25 @@ class RecorderNode(Node):
 
     # -- control + recording -----------------------------------------------------------------
     def _teleop_policy(self, obs: Observation) -> np.ndarray:
-        """The control core's policy: this step's teleop delta ``[1, 7]``; keeps ``obs`` so
-        the frame recorded is the one the step acted on."""
+        """The control core's policy: this step's teleop delta ``[1, 7]`` (``ee_absolute``
+        robots: the integrated target pose); keeps ``obs`` so the frame recorded is the one
+        the step acted on."""
         self._last_obs = obs
-        return self.mapper.action(time.monotonic())[None]
+        action = self.mapper.action(time.monotonic())
+        if self.integrator is not None:
+            action = self.integrator.target(action, obs.ee_pose)
+        return action[None]
 
     def _tick(self) -> None:
         if not self._closed:
             self.loop.step()
 
     def _on_tick(self, report: TickReport) -> None:
+        if self.integrator is not None:
+            if report.sent is not None:
+                self.integrator.commit(report.sent.to_vector())
+            elif report.status in ("held", "fault", "paused"):
+                self.integrator.reset()
         if report.sent is None:
             return
         vec = report.sent.to_vector()
@@ -239,7 +260,12 @@ class RecorderNode(Node):
 
         root = self.dataset_root
         if (root / INFO_PATH).exists():
-            self.writer = DatasetWriter.open(root)
+            writer = DatasetWriter.open(root)
+            if writer.action_kind is not self.action_kind:
+                writer.close()
+                raise TheiaError(f"{root}: dataset holds {writer.action_kind.value} actions; "
+                                 f"robot {self.robot_type!r} records {self.action_kind.value}")
+            self.writer = writer
             return
         obs = self.loop.adapter.observe()
         if self.images is not None:
@@ -252,11 +278,14 @@ class RecorderNode(Node):
         rate = self.params["rate_hz"]
         if abs(rate - round(rate)) > 1e-9:
             raise TheiaError(f"dataset fps must be an integer; rate_hz is {rate}")
-        self.writer = DatasetWriter.create(root, fps=round(rate), robot_type=self.params["robot"],
+        joint_names = list(self.setup.joint_names or self.joints.arm_joints)
+        if len(joint_names) != obs.joint_positions.size:
+            joint_names = [f"joint_{i}" for i in range(obs.joint_positions.size)]
+        self.writer = DatasetWriter.create(root, fps=round(rate), robot_type=self.robot_type,
                                            cameras={cam: (h, w)},
                                            state_dim=obs.joint_positions.size + 1,
-                                           action_kind=ActionKind.EE_DELTA,
-                                           state_names=[*self.joints.arm_joints, "gripper"])
+                                           action_kind=self.action_kind,
+                                           state_names=[*joint_names, "gripper"])
 
     def start_episode(self) -> str:
         with self._rec_lock:

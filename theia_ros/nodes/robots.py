@@ -52,6 +52,9 @@ class RobotSetup:
     joint_solver: JointSolver | None
     images_from_topic: bool
     joints_from_topic: bool
+    # names of the arm joints the adapter reports, in state order (None: the node's
+    # ``arm_joints`` parameter); recorded as the dataset's state names
+    joint_names: tuple[str, ...] | None = None
 
 
 def _wx250s_solver(target: np.ndarray, seed: np.ndarray) -> np.ndarray | None:
@@ -97,6 +100,7 @@ def _sim(ctx: RobotContext) -> RobotSetup:
 
 def _spot(ctx: RobotContext) -> RobotSetup:
     from theia_ros.adapters.spot import SpotAdapter
+    from theia_ros.adapters.spot_io import ARM_JOINTS
 
     _need_kind("spot", ctx, ActionKind.EE_ABSOLUTE)
     if ctx.config is None:
@@ -104,7 +108,7 @@ def _spot(ctx: RobotContext) -> RobotSetup:
     cfg = ctx.config.spot_config()
     limits = ctx.config.safety_limits(base_limits(ctx.config))
     return RobotSetup(SpotAdapter(cfg), limits, None, images_from_topic=False,
-                      joints_from_topic=False)
+                      joints_from_topic=False, joint_names=ARM_JOINTS)
 
 
 def _dry_run(ctx: RobotContext) -> RobotSetup:
@@ -120,6 +124,16 @@ ROBOTS: dict[str, Callable[[RobotContext], RobotSetup]] = {
     "spot": _spot,
     "dry_run": _dry_run,
 }
+
+
+# Robots whose adapter takes a different action kind than EE deltas (the recorder turns teleop
+# deltas into this kind; a policy bundle must already output it).
+NATIVE_ACTION_KINDS: dict[str, ActionKind] = {"spot": ActionKind.EE_ABSOLUTE}
+
+
+def robot_action_kind(name: str) -> ActionKind:
+    """The action kind robot ``name``'s adapter takes (``ee_delta`` unless listed above)."""
+    return NATIVE_ACTION_KINDS.get(name, ActionKind.EE_DELTA)
 
 
 def build_robot(name: str, ctx: RobotContext) -> RobotSetup:

@@ -7,6 +7,11 @@ control step (0.2 s at 5 Hz) moves the end effector by ``deflection * scale``:
 arm base frame (the ``EE_DELTA`` action layout). Deflections inside the dead zone are zero;
 a command older than ``timeout_s`` counts as released (a dropped teleop link stops the arm).
 The gripper keeps its last open/close command.
+
+Robots that take absolute hand poses (Spot, ``EE_ABSOLUTE``) get the same deltas integrated
+by :class:`PoseIntegrator` into a target pose, anchored on the pose last *sent* (after the
+safety filter), or on the measured pose at start and after any hold, so a clipped step never
+winds the target up beyond what the robot was told.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theia_ros.control.rotations import apply_ee_delta
 from theia_ros.errors import TheiaError
 
 
@@ -96,3 +102,41 @@ class TeleopMapper:
     def set_gripper(self, fraction: float) -> None:
         with self._lock:
             self._gripper = float(np.clip(fraction, 0.0, 1.0))
+
+
+class PoseIntegrator:
+    """EE deltas ``[7]`` -> absolute targets ``[7]`` (xyz m, extrinsic rpy rad, gripper).
+
+    ``target`` does not move the anchor: only :meth:`commit` (the pose actually sent) does,
+    so a step the control loop skipped or the safety filter refused is not counted.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._anchor: np.ndarray | None = None  # [6] last sent pose
+
+    @property
+    def anchor(self) -> np.ndarray | None:
+        with self._lock:
+            return None if self._anchor is None else self._anchor.copy()
+
+    def target(self, delta: np.ndarray, measured_pose: np.ndarray) -> np.ndarray:
+        """``[7]``: the anchor (else ``measured_pose`` ``[6]``) moved by ``delta[:6]`` (base-
+        frame translation, pre-multiplied rotation, as the safety filter reads EE deltas),
+        with ``delta[6]`` as the gripper."""
+        delta = np.asarray(delta, dtype=np.float64).reshape(-1)
+        with self._lock:
+            base = self._anchor if self._anchor is not None else measured_pose
+        pose = apply_ee_delta(np.asarray(base, dtype=np.float64).reshape(6), delta[:6])
+        return np.concatenate([pose, delta[6:7]])
+
+    def commit(self, sent_pose: np.ndarray) -> None:
+        """The pose ``[6]`` (or a ``[7]`` action) the robot was sent becomes the anchor."""
+        pose = np.asarray(sent_pose, dtype=np.float64).reshape(-1)[:6].copy()
+        with self._lock:
+            self._anchor = pose if np.all(np.isfinite(pose)) else None
+
+    def reset(self) -> None:
+        """Re-anchor on the measured pose next time (after a hold, pause or fault)."""
+        with self._lock:
+            self._anchor = None

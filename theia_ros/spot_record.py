@@ -1,0 +1,268 @@
+"""Scripted demonstrations on Spot, recorded in the same dataset format as every recorder.
+
+``record_spot`` connects the Spot adapter (``bosdyn-client``: lease, power, stand), drives the
+arm with the scripted drawer-opening policy (``theia_ros.adapters.spot_scripted``) through the
+same control core as a learned policy (fixed-rate loop, freshness checks, safety filter), and
+records every commanding tick into a LeRobot-v3 dataset (``theia_ros.dataset``): the camera
+frames and arm state the tick acted on, and as ``action`` the absolute hand pose + claw open
+fraction that went out in the RobotCommand (after clipping). ``info.json`` says
+``action_kind: ee_absolute``. Each episode starts with an unrecorded move to a jittered start
+pose; its success flag is the script's check at the end of the pull.
+
+Gamepad teleop on Spot records through ``recorder_node`` (``robot: spot``) instead; both write
+the same frames.
+
+Example (``theia record`` dispatches ``--robot spot`` here)::
+
+    export BOSDYN_CLIENT_USERNAME=... BOSDYN_CLIENT_PASSWORD=...
+    theia record --robot spot --scripted --config config/spot_drawer.yaml \\
+        --script drawer_script.yaml --out data/spot_drawer --episodes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from theia_ros.adapters.spot_scripted import (
+    DrawerScript,
+    ScriptedDrawerPolicy,
+    check_plan_inside,
+    plan_demo,
+    plan_reset,
+)
+from theia_ros.control import (
+    ControlLoop,
+    Freshness,
+    LoopConfig,
+    LoopState,
+    SafetyFilter,
+    SafetyLimits,
+    TickReport,
+)
+from theia_ros.errors import TheiaError
+from theia_ros.types import ActionKind, Observation
+
+log = logging.getLogger(__name__)
+
+TASK = "open the drawer"
+ROBOT_TYPE = "spot"
+
+
+@dataclass
+class SpotRecordResult:
+    """What one ``record_spot`` call saved."""
+
+    episodes: list[int] = field(default_factory=list)  # dataset episode indices
+    successes: list[bool] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)  # frames per saved episode
+    frame_errors: int = 0  # commanding ticks whose frame could not be stored
+
+
+class _FrameSink:
+    """``on_tick`` hook: each tick that sent a command becomes one frame (when recording)."""
+
+    def __init__(self, policy: ScriptedDrawerPolicy, cameras: tuple[str, ...]) -> None:
+        self.policy = policy
+        self.cameras = cameras
+        self.writer = None  # set while recording
+        self.frame_errors = 0
+
+    def __call__(self, report: TickReport) -> None:
+        if report.status != "acted" or report.sent is None:
+            return
+        self.policy.advance()
+        obs: Observation | None = self.policy.last_obs
+        if self.writer is None or obs is None:
+            return
+        cam = self.cameras[0]
+        try:
+            self.writer.add_frame(images={c: obs.images[c] for c in self.cameras},
+                                  state=obs.state_vector(), ee_pose=obs.ee_pose,
+                                  action=report.sent.to_vector().astype(np.float32),
+                                  timestamp=obs.stamps_s.get(cam, obs.stamp_s))
+        except (TheiaError, KeyError) as exc:
+            self.frame_errors += 1
+            log.warning("spot record: frame not stored: %s", exc)
+
+
+def _open_writer(out: Path, fps: int, obs: Observation, cameras: tuple[str, ...]):
+    from theia_ros.adapters.spot_io import ARM_JOINTS
+    from theia_ros.dataset import DatasetWriter
+    from theia_ros.dataset.layout import INFO_PATH
+
+    shapes = {c: tuple(obs.images[c].shape[:2]) for c in cameras}
+    state_dim = obs.joint_positions.size + 1
+    if (out / INFO_PATH).exists():
+        writer = DatasetWriter.open(out)
+        if (writer.action_kind is not ActionKind.EE_ABSOLUTE or writer.cameras != shapes
+                or writer.state_dim != state_dim):
+            found = (writer.action_kind.value, writer.cameras, writer.state_dim)
+            writer.close()
+            raise TheiaError(f"{out}: dataset has (action_kind, cameras, state_dim) {found}; "
+                             f"Spot records {('ee_absolute', shapes, state_dim)}")
+        return writer
+    names = [*ARM_JOINTS, "gripper"] if state_dim == len(ARM_JOINTS) + 1 else None
+    return DatasetWriter.create(out, fps=fps, robot_type=ROBOT_TYPE, cameras=shapes,
+                                state_dim=state_dim, action_kind=ActionKind.EE_ABSOLUTE,
+                                state_names=names)
+
+
+def _run_plan(loop: ControlLoop, policy: ScriptedDrawerPolicy, period_s: float,
+              what: str) -> None:
+    """Tick at the loop's rate until every waypoint of the policy's plan was sent."""
+    limit = 3 * len(policy.plan) + 25  # holds (stale camera) repeat a waypoint, within reason
+    deadline = time.monotonic()
+    for _ in range(limit):
+        if policy.done:
+            return
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        loop.step()
+        if loop.state is LoopState.FAULTED:
+            raise TheiaError(f"spot record: {what} stopped by a fault ({loop.last_fault}); "
+                             "the robot was safe-stopped")
+        deadline = max(deadline + period_s, time.monotonic())  # late: no catch-up burst
+    if not policy.done:
+        holds = dict(loop.stats.holds)
+        raise TheiaError(f"spot record: {what} did not finish within {limit} ticks "
+                         f"({policy.index}/{len(policy.plan)} waypoints sent; holds {holds})")
+
+
+def record_spot(config, out: str | Path, episodes: int, *,
+                script: DrawerScript | None = None, limits: SafetyLimits | None = None,
+                freshness: Freshness | None = None, task: str = TASK, seed: int = 0,
+                between_episodes: Callable[[int], None] | None = None,
+                progress: bool = True) -> SpotRecordResult:
+    """Record ``episodes`` scripted drawer openings on Spot into the dataset at ``out``.
+
+    Args:
+        config: a ``SpotConfig`` (robot address, cameras, frame, ``rate_hz`` = dataset fps).
+        out: dataset directory; created, or appended to when it already holds a Spot dataset.
+        episodes: episodes to add.
+        script: where the handle is and how to open it (default ``DrawerScript()``).
+        limits: the safety filter's limits (default: the Spot config's).
+        freshness: observation staleness bounds (default: every configured camera, 0.3 s).
+        task: task text stored with each episode.
+        seed: episode ``i`` jitters its start pose with ``seed + i``.
+        between_episodes: called with the next episode's number before it starts (e.g. to
+            wait until someone closed the drawer again); not before the first.
+        progress: show a tqdm bar.
+
+    Raises TheiaError on a robot fault (after a safe stop; the unfinished episode is dropped,
+    saved ones stay), a script that leaves the workspace, or a mismatched dataset.
+    """
+    from theia_ros.adapters.spot import SpotAdapter
+
+    if not isinstance(episodes, int) or episodes < 1:
+        raise TheiaError(f"episodes: expected a positive integer, got {episodes!r}")
+    if abs(config.rate_hz - round(config.rate_hz)) > 1e-9:
+        raise TheiaError(f"spot config field 'rate_hz': the dataset fps must be a whole number "
+                         f"of Hz, got {config.rate_hz}")
+    script = script or DrawerScript()
+    limits = limits or config.safety_limits()
+    cameras = tuple(config.cameras)
+    freshness = freshness or Freshness(cameras=cameras)
+    period_s = config.period_s
+    low, high = np.asarray(limits.workspace_min_m), np.asarray(limits.workspace_max_m)
+    check_plan_inside(plan_demo(script, script.start_pose(), period_s), low, high,
+                      "demonstration")
+    out = Path(out)
+    result = SpotRecordResult()
+    policy = ScriptedDrawerPolicy(script)
+    sink = _FrameSink(policy, cameras)
+    writer = None
+    with SpotAdapter(config) as spot:
+        loop = ControlLoop(spot, policy, SafetyFilter(limits),
+                           LoopConfig(rate_hz=config.rate_hz, freshness=freshness),
+                           on_tick=sink)
+        try:
+            writer = _open_writer(out, round(config.rate_hz), spot.observe(), cameras)
+            loop.start()
+            numbers = range(episodes)
+            if progress:
+                from tqdm import tqdm
+
+                numbers = tqdm(numbers, desc="spot episodes", unit="ep")
+            for number in numbers:
+                if number > 0 and between_episodes is not None:
+                    between_episodes(number)
+                rng = np.random.default_rng(seed + number)
+                start = script.start_pose(rng)
+                reset = plan_reset(script, spot.observe().ee_pose, start, period_s)
+                check_plan_inside(reset, low, high, "reset move")
+                policy.run(reset)
+                _run_plan(loop, policy, period_s, f"episode {number} reset")
+                policy.run(plan_demo(script, start, period_s))
+                writer.start_episode(task)
+                sink.writer = writer
+                try:
+                    _run_plan(loop, policy, period_s, f"episode {number}")
+                finally:
+                    sink.writer = None
+                frames = writer.episode_frames
+                result.episodes.append(writer.save_episode(policy.success))
+                result.successes.append(policy.success)
+                result.frames.append(frames)
+                log.info("spot record: saved episode %d (%d frames, success=%s)",
+                         result.episodes[-1], frames, policy.success)
+            loop.pause()  # hold; leaving the adapter's context stows and returns the lease
+        finally:
+            loop.chunker.close()
+            if writer is not None:
+                if writer.recording:
+                    writer.discard_episode()
+                writer.close()
+    result.frame_errors = sink.frame_errors
+    return result
+
+
+def main_spot(args: argparse.Namespace) -> int:
+    """``theia record --robot spot --scripted``: task YAML (``--config``) -> record_spot.
+
+    Reads ``args.config`` (task YAML with a ``spot:`` block and ``safety:``), ``args.script``
+    (optional YAML of :class:`DrawerScript` fields), ``args.out``, ``args.episodes``,
+    ``args.seed`` and ``args.scripted``.
+    """
+    import yaml
+
+    from theia_ros.nodes.task_config import base_limits, load_task_config
+
+    if not getattr(args, "scripted", False):
+        raise TheiaError("theia record --robot spot records scripted demonstrations only: add "
+                         "--scripted (gamepad teleop on Spot: recorder_node with robot:=spot)")
+    config_path = getattr(args, "config", None) or "config/spot_drawer.yaml"
+    task_cfg = load_task_config(config_path)
+    if task_cfg.robot != "spot":
+        raise TheiaError(f"{config_path}: robot is {task_cfg.robot!r}; --robot spot needs a "
+                         "task config with robot: spot")
+    spot_cfg = task_cfg.spot_config()
+    rate_hz = task_cfg.control.get("rate_hz")
+    if rate_hz is not None and abs(float(rate_hz) - spot_cfg.rate_hz) > 1e-9:
+        raise TheiaError(f"{config_path}: control.rate_hz ({rate_hz}) and spot.rate_hz "
+                         f"({spot_cfg.rate_hz}) differ; the recording rate must be one")
+    script = DrawerScript()
+    script_path = getattr(args, "script", None)
+    if script_path:
+        path = Path(script_path)
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise TheiaError(f"{path}: cannot read the drawer script ({exc})") from None
+        if not isinstance(doc, dict):
+            raise TheiaError(f"{path}: expected a mapping of DrawerScript fields")
+        script = DrawerScript.from_mapping(doc, source=str(path))
+    fresh = task_cfg.freshness({"cameras": list(spot_cfg.cameras)})
+    result = record_spot(spot_cfg, args.out, int(args.episodes or 1), script=script,
+                         limits=task_cfg.safety_limits(base_limits(task_cfg)),
+                         freshness=fresh, seed=int(getattr(args, "seed", 0) or 0))
+    print(f"saved {len(result.episodes)} Spot episode(s) ({sum(result.successes)} "
+          f"successful) to {args.out}")
+    return 0
