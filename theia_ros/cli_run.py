@@ -162,7 +162,7 @@ class VideoWriter:
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
         self._container = av.open(str(self._tmp), mode="w")
         self._stream = None
-        self._fps = int(round(fps))
+        self._fps = max(1, round(fps))
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
@@ -258,13 +258,15 @@ def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
     sim.reset(seed)
     safety = SafetyFilter(SafetyLimits.wx250s(), clock=clock.now)
     config = LoopConfig(rate_hz=settings.rate_hz, freshness=Freshness(cameras=(sim.camera,)))
-    state = {"steps": 0, "holds": 0, "final": DoorStage.CLOSED, "best": sim.success()}
+    state = {"steps": 0, "holds": 0, "final": DoorStage.CLOSED, "best": sim.success(),
+             "angle_rad": sim.env.door_angle_rad()}
     loop: ControlLoop | None = None
 
     def on_tick(report: TickReport) -> None:
         stage = sim.success()
         state["final"] = stage
         state["best"] = max(state["best"], stage)
+        state["angle_rad"] = sim.env.door_angle_rad()
         if report.status == "acted":
             state["steps"] += 1
             result.tick_s.append(report.duration_s)
@@ -274,7 +276,7 @@ def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
         elif report.status == "held":
             state["holds"] += 1
         if writer is not None and robot.last_obs is not None:
-            angle = math.degrees(sim.env.door_angle_rad())
+            angle = math.degrees(state["angle_rad"])
             writer.write(annotate(robot.last_obs.images[sim.camera], [
                 f"seed {seed}  step {report.index + 1}  ({report.status})",
                 f"door {angle:5.1f} deg  {stage.name.replace('_', ' ').lower()}"], stage))
@@ -294,7 +296,7 @@ def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
         log.warning("seed %d: control loop fault: %s", seed, loop.last_fault)
     return EpisodeResult(seed=seed, final_stage=state["final"].name,
                          best_stage=state["best"].name, steps=int(state["steps"]),
-                         door_angle_deg=math.degrees(sim.env.door_angle_rad()),
+                         door_angle_deg=math.degrees(state["angle_rad"]),
                          wall_s=time.perf_counter() - t0, holds=int(state["holds"]),
                          interventions=dict(stats["interventions"]))
 

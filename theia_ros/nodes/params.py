@@ -15,7 +15,7 @@ from typing import Any
 from theia_ros.errors import TheiaError
 
 ROBOTS = ("widowx", "sim", "spot", "dry_run")
-RECORDER_ROBOTS = ("widowx", "sim", "dry_run")
+RECORDER_ROBOTS = ("widowx", "sim", "spot", "dry_run")
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 IMAGE_TYPES = ("Image", "CompressedImage")
 TELEOP_TYPES = ("Twist", "Joy")

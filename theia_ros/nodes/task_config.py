@@ -239,8 +239,6 @@ def policy_node_parameters(cfg: TaskConfig) -> dict[str, Any]:
 def recorder_node_parameters(cfg: TaskConfig) -> dict[str, Any]:
     """Defaults the YAML gives ``recorder_node`` (its ``recorder:`` block wins)."""
     out = {k: v for k, v in _common(cfg).items() if k in RECORDER_NODE_PARAMS}
-    if cfg.robot == "spot":
-        out.pop("robot")  # Spot demos: the recorder records, the teleop node drives
     out.update(cfg.recorder)
     return out
 

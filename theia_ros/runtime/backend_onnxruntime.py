@@ -1,10 +1,13 @@
 """onnxruntime backend: CPU, CUDA or TensorRT execution providers, no torch.
 
 Session settings are tuned for one frame at a time on a small CPU (the robot's computer or
-these 2-core machines): ``intra_op_num_threads`` = the cores this process may use (capped
-at 8; more threads than cores thrash), one inter-op thread and sequential execution (the
-graphs are chains, nothing runs in parallel), every graph optimisation on (constant folding,
-LayerNorm/GELU/MatMul+Add fusions), fp32 only (onnxruntime's CPU fp16 kernels are slower).
+these 2-core machines): the image graphs get ``intra_op_num_threads`` = the cores this
+process may use (capped at 8; more threads than cores thrash); the small head graphs run on
+the calling thread only (waking a second session's thread pool cost ~5-40 ms per step on a
+loaded 2-core machine, far more than the head itself); one inter-op thread and sequential
+execution (the graphs are chains); every graph optimisation on (constant folding,
+LayerNorm/GELU/MatMul+Add fusions); fp32 only (onnxruntime's CPU fp16 kernels are slower,
+and the export parity budget is an fp32 one).
 
 Example::
 
@@ -27,6 +30,7 @@ from theia_ros.runtime.bundle import GRAPH_IO, BundleMeta
 # builds engines when a session opens (minutes on a Jetson); the native ``tensorrt`` backend
 # is the better way to TensorRT.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+IMAGE_GRAPHS = ("encoder", "fused")
 
 
 def default_threads() -> int:
@@ -119,7 +123,12 @@ def open_sessions(meta: BundleMeta, names: Sequence[str], providers: Sequence[st
     if missing:
         raise TheiaError(f"onnxruntime here has no {missing}; it has "
                          f"{ort.get_available_providers()}")
-    options = session_options(threads, spin)
     plist = _provider_list(chosen, cache_dir)
-    return {name: OrtGraph(meta.graph_path(name), GRAPH_IO[name][0], GRAPH_IO[name][1],
-                           options, plist) for name in names}
+    sessions = {}
+    for name in names:
+        # Only the image graphs are big enough to split across threads; the heads run on the
+        # calling thread (a second thread pool to wake costs more than their whole run).
+        n = threads if name in IMAGE_GRAPHS else 1
+        sessions[name] = OrtGraph(meta.graph_path(name), GRAPH_IO[name][0], GRAPH_IO[name][1],
+                                  session_options(n, spin), plist)
+    return sessions

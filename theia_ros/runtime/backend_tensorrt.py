@@ -28,7 +28,7 @@ import tensorrt as trt
 
 from theia_ros.errors import TheiaError
 from theia_ros.runtime import cuda_driver
-from theia_ros.runtime.bundle import GRAPH_IO, BundleMeta, read_sums, sha256_file
+from theia_ros.runtime.bundle import GRAPH_IO, BundleMeta, sha256_file
 from theia_ros.runtime.engine_cache import EngineCache, EngineKey, default_cache_dir
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -81,6 +81,22 @@ def _network_flags() -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
 
 
+def _keep_norms_fp32(network: trt.INetworkDefinition, config: trt.IBuilderConfig) -> None:
+    """LayerNorm in fp16 loses accuracy on ViT activations: ask for fp32 there (TRT >= 8.6)."""
+    norm_type = getattr(trt.LayerType, "NORMALIZATION", None)
+    if norm_type is None:
+        return
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type == norm_type:
+            layer.precision = trt.float32
+            layer.set_output_type(0, trt.float32)
+            pinned += 1
+    if pinned:
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+
+
 def build_engine(onnx_path: Path, key: EngineKey, cache: EngineCache,
                  calibration: Sequence[np.ndarray] | None = None) -> bytes:
     """Parse ``onnx_path`` and build a serialised engine, with this GPU's timing cache."""
@@ -94,6 +110,7 @@ def build_engine(onnx_path: Path, key: EngineKey, cache: EngineCache,
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if key.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
+        _keep_norms_fp32(network, config)
     calibrator = None
     if key.precision == "int8":
         if not calibration:
@@ -199,16 +216,11 @@ def open_engines(meta: BundleMeta, names: Sequence[str], precision: str = "fp16"
         raise TheiaError("TensorRT backend: no CUDA GPU found")
     cache = EngineCache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     gpu = cuda_driver.device_name()
-    try:
-        sums = read_sums(meta.root)
-    except TheiaError:
-        sums = {}
     out: dict[str, TrtGraph] = {}
     for name in names:
         path = meta.graph_path(name)
-        sha = sums.get(meta.graphs[name]) or sha256_file(path)
-        graph_precision = precision if (precision != "int8" or name in ("encoder", "fused")) \
-            else "fp16"
+        sha = sha256_file(path)  # always the file itself: the cache key must not trust a list
+        graph_precision = "fp16" if precision == "int8" and name != "encoder" else precision
         key = EngineKey(name, sha, graph_precision, trt.__version__, gpu)
         engine = load_or_build(key, path, cache,
                                calibration if graph_precision == "int8" else None)

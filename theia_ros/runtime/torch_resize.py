@@ -47,10 +47,9 @@ def axis_table(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor,
 class BilinearResizeNHWC(nn.Module):
     """``[B, H, W, C]`` (float or uint8) -> float ``[B, out, out, C]`` times ``out_scale``.
 
-    Matches torch bilinear to float32 rounding. With uint8 input the width taps gather the
-    bytes and only the 224-wide result is cast, and ``out_scale`` (folded into the height
-    weights) applies a pixel scaling for free: a third fewer full-resolution passes than
-    scale-then-resize on a 480 x 640 camera.
+    Matches torch bilinear to float32 rounding. ``out_scale`` (folded into the height
+    weights) applies a pixel scaling for free, saving a full-resolution pass. uint8 input is
+    cast first: TensorRT takes uint8 only as a network input feeding a cast.
 
     Args:
         in_hw: the input height and width the tables are built for.
@@ -77,7 +76,8 @@ class BilinearResizeNHWC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Width taps first (torch's inner loop), then height taps (outer).
-        a, b = x.index_select(2, self.w_idx0), x.index_select(2, self.w_idx1)
-        x = a.to(torch.float32) * self.w_w0 + b.to(torch.float32) * self.w_w1
+        x = x.to(torch.float32)
+        x = (x.index_select(2, self.w_idx0) * self.w_w0
+             + x.index_select(2, self.w_idx1) * self.w_w1)
         return (x.index_select(1, self.h_idx0) * self.h_w0
                 + x.index_select(1, self.h_idx1) * self.h_w1)

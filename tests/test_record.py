@@ -1,0 +1,102 @@
+"""``theia record``: key parsing, and a scripted key stream recorded into a loadable dataset.
+
+The only stand-in is the keyboard: ``ScriptedKeys`` feeds the session what a terminal would
+(one string per tick); the sim, the safety filter and the dataset writer are the real ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from theia_ros.cli_record import (
+    DISCARD,
+    GRIPPER,
+    MAX_PRESSES,
+    QUIT,
+    SAVE,
+    STEP_M,
+    STEP_RAD,
+    ScriptedKeys,
+    keys_to_command,
+    open_writer,
+    parse_keys,
+    run_session,
+)
+from theia_ros.control import ManualClock, SafetyFilter, SafetyLimits
+from theia_ros.errors import TheiaError
+
+
+def test_parse_keys_handles_controls_arrows_and_case() -> None:
+    assert parse_keys("wW d") == ["w", "w", GRIPPER, "d"]
+    assert parse_keys("\x1b[A") == []  # an arrow key is not Esc
+    assert parse_keys("a\x1b[1;5Cs") == ["a", "s"]
+    assert parse_keys("\r\x7f\x1b") == [SAVE, DISCARD, QUIT]
+    assert parse_keys("x?9") == []
+
+
+def test_keys_to_command_sums_and_caps_presses() -> None:
+    cmd = keys_to_command(["w", "w", "a", "q", "f"])
+    np.testing.assert_allclose(cmd.delta, [2 * STEP_M, STEP_M, -STEP_M, 0, 0, STEP_RAD])
+    capped = keys_to_command(["d"] * (MAX_PRESSES + 4))
+    assert capped.delta[1] == pytest.approx(-MAX_PRESSES * STEP_M)
+    assert keys_to_command([GRIPPER, GRIPPER]).toggle_gripper is False
+    both = keys_to_command([SAVE, QUIT, "w"])
+    assert both.control == SAVE and both.delta[0] == pytest.approx(STEP_M)
+    assert not keys_to_command([]).moves
+
+
+@pytest.fixture()
+def sim_robot():
+    from theia_ros.adapters.sim import SimWidowX
+
+    clock = ManualClock()
+    robot = SimWidowX(seed=3, image_size=64, clock=clock.now)
+    robot.connect()
+    yield robot, clock
+    robot.disconnect()
+
+
+def test_scripted_session_writes_loadable_episodes(tmp_path, sim_robot) -> None:
+    from theia_ros.dataset import EpisodeDataset
+
+    robot, clock = sim_robot
+    ticks = ["", "w", "ww", "r", " ", "d", "\r",  # episode 0: 5 frames, then save
+             "", "a", "\x7f",  # next: 1 frame, discarded
+             "s", "\r",  # episode 1: 1 frame, saved
+             "\x1b"]
+    writer = open_writer(tmp_path / "ds", fps=5, image_size=64)
+    start_pose = robot.observe().ee_pose
+    result = run_session(robot, writer, ScriptedKeys(ticks), SafetyFilter(SafetyLimits.wx250s()),
+                         first_seed=3, clock=clock)
+    writer.close()
+    assert result.saved == [0, 1]
+    assert result.discarded == 1
+    assert clock.now() == pytest.approx(0.2 * (len(ticks) - 1))  # paced at 5 Hz
+
+    ds = EpisodeDataset(tmp_path / "ds")
+    assert ds.num_episodes == 2 and ds.fps == 5
+    assert [e.length for e in ds.episodes] == [5, 1]
+    assert [e.success for e in ds.episodes] == [False, False]  # the door stayed shut
+    ep = ds.episode(0)
+    assert ep["observation.images.front"].shape == (5, 64, 64, 3)
+    assert ep["observation.state"].shape == (5, 7)
+    actions = ep["action"]
+    np.testing.assert_allclose(actions[:, 0], [STEP_M, 2 * STEP_M, 0, 0, 0], atol=1e-6)
+    assert actions[2, 2] == pytest.approx(STEP_M, abs=1e-6)
+    assert actions[4, 1] == pytest.approx(-STEP_M, abs=1e-6)
+    np.testing.assert_allclose(actions[:, 6], [1, 1, 1, 0, 0])  # space closed the gripper
+    # the recorded state is the observation the command was chosen from: frame 0 = start
+    assert ep["observation.ee_pose"][0] == pytest.approx(start_pose, abs=1e-6)
+    assert ep["observation.ee_pose"][3, 0] - ep["observation.ee_pose"][0, 0] > 0.02
+    assert ds.episode(1)["action"][0, 0] == pytest.approx(-STEP_M, abs=1e-6)
+
+
+def test_open_writer_appends_and_rejects_other_camera(tmp_path) -> None:
+    w = open_writer(tmp_path / "ds", fps=5, image_size=64)
+    w.close()
+    again = open_writer(tmp_path / "ds", fps=5, image_size=64)  # append mode
+    assert again.num_episodes == 0
+    again.close()
+    with pytest.raises(TheiaError, match="cameras"):
+        open_writer(tmp_path / "ds", fps=5, image_size=96)

@@ -1,0 +1,184 @@
+"""``theia demo`` end to end: record -> train -> export -> evaluate at 5 Hz -> report.
+
+Layout of the output directory::
+
+    <out>/dataset/        scripted demonstrations (LeRobot v3, theia_ros.dataset)
+    <out>/policy/         the CNN-MLP policy checkpoint (policy.json, model.safetensors)
+    <out>/bundle/         the exported bundle (ONNX + bundle.yaml)
+    <out>/rollout.mp4     held-out episodes with the door stage drawn on them
+    <out>/report.json     everything the printed report says, plus per-episode results
+    <out>/report.png      success per stage (Wilson bars) and control-step times
+    <out>/config.json     the effective demo configuration
+    <out>/stages.json     finished stages (skipped on a re-run with the same settings)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from theia_ros.errors import TheiaError
+from training.demo.config import DemoConfig, stage_keys
+from training.demo.report import format_report, rate_entry, write_json_atomic, write_plot
+from training.demo.stages import StageBook
+
+
+def _preload_torch_stack() -> None:
+    """Import torch's compiler stack before MuJoCo opens an EGL context.
+
+    Importing ``triton`` (pulled in lazily by ``torch._dynamo`` via timm/torchvision and the
+    ONNX exporter) after an EGL context exists segfaults on these machines (Mesa EGL), so
+    the training side is imported first.
+    """
+    import timm  # noqa: F401
+    import torch._dynamo  # noqa: F401
+
+
+def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] = print,
+             show_progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the demo into ``out``; returns the report (also written as JSON)."""
+    _preload_torch_stack()
+    import torch
+
+    torch.set_num_threads(config.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", config.to_dict())
+    book = StageBook.load(out)
+    keys = stage_keys(config)
+    paths = {"dataset": out / "dataset", "policy": out / "policy", "bundle": out / "bundle"}
+    stages: dict[str, dict[str, Any]] = {}
+    t_start = time.perf_counter()
+
+    def stage(name: str, output: Path, work: Callable[[], None]) -> None:
+        if book.is_done(name, keys[name], output):
+            rec = book.records[name]
+            log(f"[{name}] already done with these settings ({rec.wall_s:.0f} s on "
+                f"{rec.finished}): skipped")
+            stages[name] = {"wall_s": 0.0, "skipped": True, "original_wall_s": rec.wall_s}
+            return
+        book.check_fresh(name, keys[name], output)
+        log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        work()
+        wall = time.perf_counter() - t0
+        book.finish(name, keys[name], wall)
+        stages[name] = {"wall_s": wall, "skipped": False}
+        log(f"[{name}] done in {wall:.0f} s")
+
+    def record() -> None:
+        from training.demo.record import record_demos
+
+        res = record_demos(paths["dataset"], config.demos, first_seed=config.demo_seed,
+                           noise=config.noise, show_progress=show_progress, log=log)
+        log(f"  {res.episodes} demos, {res.frames} frames ({res.attempts} expert attempts)")
+
+    def train() -> None:
+        from training.bc.config import TrainConfig
+        from training.bc.trainer import train_policy
+
+        if config.encoder.startswith(("theia_tiny", "theia_small", "theia_base")) and \
+                not Path(config.encoder).exists():
+            log(f"  encoder {config.encoder}: RANDOMLY INITIALISED (no pretrained weights "
+                "here; pass --encoder <checkpoint> for a real Theia model)")
+        cfg = TrainConfig(dataset=str(paths["dataset"]), out=str(paths["policy"]),
+                          policy="cnn_mlp", encoder=config.encoder, finetune=config.finetune,
+                          horizon=config.horizon, epochs=config.epochs, iters=config.iters,
+                          batch_size=config.batch_size, lr=config.lr,
+                          cache_dir=str(out / "cache" / "features"), seed=config.train_seed,
+                          checkpoint_every=100)
+        res = train_policy(cfg, show_progress=show_progress)
+        val = f", val loss {res.val_loss:.4f}" if res.val_loss is not None else ""
+        log(f"  {res.step} steps, train loss {res.train_loss:.4f}{val}")
+
+    def export() -> None:
+        from training.export import ExportOptions, export_bundle
+
+        export_bundle(paths["policy"], paths["bundle"],
+                      ExportOptions(dataset=str(paths["dataset"]), overwrite=True),
+                      log=lambda s: log(f"  {s}"))
+
+    stage("dataset", paths["dataset"], record)
+    stage("policy", paths["policy"] / "policy.json", train)
+    stage("bundle", paths["bundle"] / "bundle.yaml", export)
+
+    log(f"[evaluate] {config.eval_episodes} held-out episodes "
+        f"({'fast' if config.fast else 'real-time'} {5:g} Hz loop, {config.backend}) ...")
+    t0 = time.perf_counter()
+    evaluation, tick_ms = evaluate(config, paths["bundle"], out / "rollout.mp4", log)
+    stages["evaluate"] = {"wall_s": time.perf_counter() - t0, "skipped": False}
+
+    import json
+
+    seeds_file = paths["dataset"] / "demo_seeds.json"
+    demo_seeds = json.loads(seeds_file.read_text())["seeds"] if seeds_file.exists() else []
+    report: dict[str, Any] = {
+        "title": "record -> train -> export -> run at 5 Hz (MuJoCo WidowX 250s, door)",
+        "encoder": (f"{config.encoder} ({'fine-tuned' if config.finetune else 'frozen'}"
+                    + (", random init" if not Path(config.encoder).exists()
+                       and config.encoder.startswith("theia_") else "") + ")"),
+        "config": config.to_dict(),
+        "demo_seeds": (f"{min(demo_seeds)}..{max(demo_seeds)}" if demo_seeds else "n/a"),
+        "evaluation": evaluation,
+        "stages": stages,
+        "total_wall_s": time.perf_counter() - t_start,
+        "paths": {"dataset": str(paths["dataset"]), "policy": str(paths["policy"]),
+                  "bundle": str(paths["bundle"]),
+                  "video": str(out / "rollout.mp4") if (out / "rollout.mp4").exists() else None,
+                  "report": str(out / "report.json"), "plot": None},
+    }
+    plot = write_plot(out / "report.png", report, tick_ms)
+    report["paths"]["plot"] = str(plot) if plot else None
+    write_json_atomic(out / "report.json", report)
+    log(format_report(report))
+    return report
+
+
+def evaluate(config: DemoConfig, bundle: Path, video: Path | None,
+             log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[float]]:
+    """Run the bundle on held-out seeds through the control core; -> (summary, tick ms)."""
+    from theia_ros.cli_run import RunSettings, run_episodes
+    from theia_ros.runtime import load
+
+    runtime = load(bundle, backend=config.backend, threads=config.threads)
+    if runtime.meta.state_dim != 7 or runtime.meta.action_kind != "ee_delta":
+        raise TheiaError(f"{bundle}: not a sim WidowX policy (state_dim "
+                         f"{runtime.meta.state_dim}, action_kind {runtime.meta.action_kind})")
+    settings = RunSettings(rate_hz=float(runtime.meta.control_rate_hz),
+                           max_steps=config.max_steps, replan_every=config.replan_every,
+                           temporal_ensemble=config.temporal_ensemble,
+                           ensemble_m=config.ensemble_m, fast=config.fast)
+    seeds = list(range(config.eval_seed, config.eval_seed + config.eval_episodes))
+
+    def show(ep) -> None:
+        log(f"  seed {ep.seed}: {ep.final_stage.lower():10s} door {ep.door_angle_deg:4.0f} deg, "
+            f"{ep.steps} steps, {ep.wall_s:.1f} s")
+
+    try:
+        result = run_episodes(runtime, seeds, settings, image_size=runtime.meta.image_hw[0],
+                              video=video if config.video_episodes else None,
+                              video_episodes=config.video_episodes, on_episode=show)
+    finally:
+        runtime.close()
+    n = len(result.episodes)
+    summary = result.summary()
+    evaluation = {
+        "episodes": n,
+        "seeds": seeds,
+        "fast": config.fast,
+        "rate_hz": settings.rate_hz,
+        "backend": runtime.backend,
+        "settings": asdict(settings),
+        "success": rate_entry(summary["success"], n),
+        "stages": {"open": rate_entry(summary["reached_open"], n),
+                   "fully_open": rate_entry(summary["reached_fully_open"], n)},
+        "latency": {"tick_ms": summary["tick_ms"],
+                    "command_latency_ms": summary["command_latency_ms"],
+                    "policy_ms": summary["policy_ms"], "overruns": summary["overruns"]},
+        "per_episode": [asdict(e) | {"success": e.success} for e in result.episodes],
+    }
+    tick_ms = [] if config.fast else [1e3 * s for s in result.tick_s]
+    return evaluation, tick_ms

@@ -1,0 +1,96 @@
+"""Stage bookkeeping of ``theia demo``: skip what is done, refuse to mix configurations.
+
+``<out>/stages.json`` holds, per finished stage, the settings it was made with (its key),
+its wall time and when it finished. It is rewritten atomically after each stage, so an
+interrupted demo re-run with the same settings continues with the first unfinished stage
+(the stages themselves resume too: recording per episode, training from its last state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from theia_ros.errors import TheiaError
+
+STAGES_FILE = "stages.json"
+STARTED_DIR = ".started"  # <out>/.started/<stage>.json: key of a stage begun, maybe unfinished
+
+
+@dataclass
+class StageRecord:
+    key: dict[str, Any]
+    wall_s: float
+    finished: str
+
+
+@dataclass
+class StageBook:
+    """Finished stages under one output directory."""
+
+    out: Path
+    records: dict[str, StageRecord] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: str | Path) -> StageBook:
+        out = Path(out)
+        path = out / STAGES_FILE
+        book = cls(out)
+        if not path.exists():
+            return book
+        try:
+            raw = json.loads(path.read_text())
+            book.records = {name: StageRecord(r["key"], float(r["wall_s"]), r["finished"])
+                            for name, r in raw.items()}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise TheiaError(f"{path}: unreadable stage record ({exc}); delete it to redo "
+                             "every stage") from exc
+        return book
+
+    def is_done(self, name: str, key: dict[str, Any], output: Path) -> bool:
+        """True when ``name`` finished with ``key`` and ``output`` still exists.
+
+        Raises ``TheiaError`` when it finished with different settings (a new ``--out`` or
+        deleting the stage's output is the user's call, never ours).
+        """
+        rec = self.records.get(name)
+        if rec is None:
+            return False
+        if rec.key != key:
+            diff = sorted(k for k in set(key) | set(rec.key) if key.get(k) != rec.key.get(k))
+            raise TheiaError(f"{self.out / STAGES_FILE}: stage {name!r} was made with other "
+                             f"settings ({', '.join(f'{k}: {rec.key.get(k)!r} -> {key.get(k)!r}' for k in diff)}); "  # noqa: E501
+                             "use a new --out, or delete "
+                             f"{output} to redo it")
+        return output.exists()
+
+    def check_fresh(self, name: str, key: dict[str, Any], output: Path) -> None:
+        """Refuse to resume into an output that a *different* unfinished run started."""
+        marker = self.out / STARTED_DIR / f"{name}.json"
+        if marker.exists():
+            old = json.loads(marker.read_text())
+            if old != key:
+                raise TheiaError(f"{output}: a {name} stage with other settings was started "
+                                 "here and not finished; use a new --out or delete it")
+        elif output.exists() and any(output.iterdir()):
+            raise TheiaError(f"{output}: exists but was not made by theia demo; use a new "
+                             "--out")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(marker, key)
+
+    def finish(self, name: str, key: dict[str, Any], wall_s: float) -> None:
+        self.records[name] = StageRecord(key, wall_s, time.strftime("%Y-%m-%d %H:%M:%S"))
+        doc = {n: {"key": r.key, "wall_s": r.wall_s, "finished": r.finished}
+               for n, r in self.records.items()}
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(self.out / STAGES_FILE, doc)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
