@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch._dynamo  # noqa: F401  - before any MuJoCo EGL context (triton import segfaults after)
+import torch._dynamo  # before any MuJoCo EGL context (importing triton after one segfaults)
 
 from policies.cnn_mlp import CnnMlpConfig
 from policies.encoder import EncoderConfig, TheiaEncoder
@@ -71,7 +71,7 @@ def test_closed_loop_episode_through_the_control_core(bundle, tmp_path) -> None:
     # real-time pacing: 5 ticks at 5 Hz take at least 4 periods
     assert ep.wall_s >= 0.8 - 0.05
     assert len(result.tick_s) == ep.steps and all(0 < t < 1.0 for t in result.tick_s)
-    assert all(c >= t for c, t in zip(result.command_latency_s, result.tick_s))
+    assert all(0 < c <= t + 1e-6 for c, t in zip(result.command_latency_s, result.tick_s))
     assert video.exists() and video.stat().st_size > 1000
 
 

@@ -165,7 +165,7 @@ def test_quick_demo_end_to_end_then_skips_finished_stages(tmp_path, capsys) -> N
     text = capsys.readouterr().out
     assert "success" in text and "95 % CI" in text and "control step" in text
 
-    assert cli.main(argv + ["--eval-episodes", "1", "--fast"]) == 0  # re-evaluate only
+    assert cli.main([*argv, "--eval-episodes", "1", "--fast"]) == 0  # re-evaluate only
     second = json.loads((out / "report.json").read_text())
     assert [second["stages"][s]["skipped"] for s in ("dataset", "policy", "bundle")] == \
         [True, True, True]

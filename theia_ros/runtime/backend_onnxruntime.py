@@ -48,11 +48,13 @@ def available_providers() -> list[str]:
     return [p for p in PREFERRED_PROVIDERS if p in have]
 
 
-def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spin: bool = False) -> ort.SessionOptions:
     """Latency-oriented options (see module docstring).
 
-    ``spin=False`` lets idle worker threads sleep between calls: a little more latency, much
-    less CPU burnt when the graph runs at 5 Hz beside other processes.
+    ``spin`` (onnxruntime's default is on) keeps idle worker threads busy-waiting after each
+    run. Off by default: on the 2-core machines it made no difference when the cores were
+    free (Theia-Tiny step 21.0 vs 21.1 ms) and was 3x slower when other processes competed
+    for them, and on a robot it would burn a core beside the ROS nodes.
     """
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or default_threads()
@@ -106,7 +108,7 @@ class OrtGraph:
 
 
 def open_sessions(meta: BundleMeta, names: Sequence[str], providers: Sequence[str] | None = None,
-                  threads: int | None = None, spin: bool = True,
+                  threads: int | None = None, spin: bool = False,
                   cache_dir: Path | None = None) -> dict[str, OrtGraph]:
     """{graph name: session} for ``names`` of the bundle.
 
@@ -115,7 +117,7 @@ def open_sessions(meta: BundleMeta, names: Sequence[str], providers: Sequence[st
         names: graph names to open (see ``GRAPH_IO``).
         providers: execution providers, fastest first (default: every preferred one present).
         threads: intra-op threads (default: the cores this process may use, at most 8).
-        spin: let idle threads spin between calls (lower latency, more CPU).
+        spin: let idle threads busy-wait between calls (see ``session_options``).
         cache_dir: where the TensorRT execution provider keeps engines and timing caches.
     """
     chosen = list(providers) if providers else available_providers()

@@ -36,14 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output directory (default outputs/demo-<timestamp>; re-use one "
                              "to resume or to re-evaluate)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 6 demos, 4 epochs, 2 held-out episodes (< 3 min)")
+                        help="smoke test: 8 demos, 8 epochs, 3 held-out episodes (< 3 min)")
     parser.add_argument("--demos", type=int, default=None, help="scripted demonstrations (40)")
     parser.add_argument("--encoder", default=None,
                         help="theia_tiny|theia_small|theia_base (random init) or a checkpoint "
                              "directory / hub id (default theia_tiny)")
     parser.add_argument("--finetune", action="store_true",
                         help="fine-tune the encoder too (slow on a CPU; see docs/demo.md)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (15)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (30)")
     parser.add_argument("--iters", type=int, default=None,
                         help="optimiser steps instead of epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (32)")

@@ -5,8 +5,8 @@ output exists under ``--out`` with the same key is skipped; the same output with
 is an error (never silently mixed).
 
 Defaults were chosen on the shared 2-core CPUs (see ``docs/demo.md`` for the measurements):
-40 scripted demos (~1.5 min), 15 epochs of the CNN-MLP head on cached frozen-encoder
-features (~5 min), export (~1 min), 20 held-out episodes at 5 Hz (~2 min).
+40 scripted demos (~1 min), 30 epochs of the CNN-MLP head on cached frozen-encoder
+features (~8 min), export (~10 s), 20 held-out episodes at 5 Hz (~2.5 min).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class DemoConfig:
     noise: bool = True
     encoder: str = "theia_tiny"
     finetune: bool = False
-    epochs: int = 15
+    epochs: int = 30
     iters: int | None = None
     batch_size: int = 32
     lr: float = 3e-4
@@ -89,7 +89,7 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """Smoke-test preset: < 3 minutes end to end (the policy will mostly fail)."""
-        base = {"demos": 6, "epochs": 4, "eval_episodes": 2, "max_steps": 40,
+        base = {"demos": 8, "epochs": 8, "eval_episodes": 3, "max_steps": 40,
                 "video_episodes": 1}
         return cls(**{**base, **overrides})
 
