@@ -20,6 +20,13 @@ import math
 
 import numpy as np
 
+# One implementation of the rotation conventions, shared with the safety filter; re-exported
+# here because the sim and its expert use them through this module.
+from theia_ros.control.rotations import matrix_to_rpy as matrix_to_rpy
+from theia_ros.control.rotations import rotation_exp as rotation_exp
+from theia_ros.control.rotations import rotation_log as rotation_log
+from theia_ros.control.rotations import rpy_to_matrix as rpy_to_matrix
+
 JOINT_NAMES: tuple[str, ...] = (
     "waist",
     "shoulder",
@@ -67,26 +74,6 @@ def _axis_rotation(axis: int, angle_rad: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def rpy_to_matrix(rpy_rad: np.ndarray) -> np.ndarray:
-    """Extrinsic XYZ Euler ``[3]`` -> rotation ``[3, 3]`` = ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``."""
-    roll, pitch, yaw = (float(v) for v in rpy_rad)
-    return _axis_rotation(2, yaw) @ _axis_rotation(1, pitch) @ _axis_rotation(0, roll)
-
-
-def matrix_to_rpy(rot: np.ndarray) -> np.ndarray:
-    """Rotation ``[3, 3]`` -> extrinsic XYZ Euler ``[3]``; pitch in ``[-pi/2, pi/2]``.
-
-    At gimbal lock (``|pitch| = pi/2``) roll is set to 0 and the rest goes into yaw.
-    """
-    sy = -float(rot[2, 0])
-    pitch = math.asin(max(-1.0, min(1.0, sy)))
-    if abs(sy) < 1.0 - 1e-9:
-        roll = math.atan2(float(rot[2, 1]), float(rot[2, 2]))
-        yaw = math.atan2(float(rot[1, 0]), float(rot[0, 0]))
-    else:
-        roll = 0.0
-        yaw = math.atan2(-float(rot[0, 1]), float(rot[1, 1]))
-    return np.array([roll, pitch, yaw])
 
 
 def pose_to_matrix(pose: np.ndarray) -> np.ndarray:
@@ -103,33 +90,6 @@ def matrix_to_pose(mat: np.ndarray) -> np.ndarray:
     return np.concatenate([mat[:3, 3], matrix_to_rpy(mat[:3, :3])])
 
 
-def rotation_log(rot: np.ndarray) -> np.ndarray:
-    """Rotation ``[3, 3]`` -> rotation vector ``[3]`` (axis * angle, angle in ``[0, pi]``)."""
-    vee = 0.5 * np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
-    sin_a = float(np.linalg.norm(vee))
-    cos_a = 0.5 * (float(np.trace(rot)) - 1.0)
-    angle = math.atan2(sin_a, cos_a)
-    if sin_a > 1e-6:
-        return vee * (angle / sin_a)
-    if cos_a > 0.0:  # angle ~ 0
-        return vee
-    # angle ~ pi: axis from the symmetric part, R = 2 a a^T - I
-    diag = np.clip((np.diag(rot) + 1.0) * 0.5, 0.0, None)
-    k = int(np.argmax(diag))
-    axis = (rot[:, k] + np.eye(3)[:, k]) * 0.5
-    axis /= max(float(np.linalg.norm(axis)), 1e-12)
-    return axis * angle
-
-
-def rotation_exp(rotvec: np.ndarray) -> np.ndarray:
-    """Rotation vector ``[3]`` (axis * angle) -> rotation ``[3, 3]`` (Rodrigues)."""
-    w = np.asarray(rotvec, dtype=np.float64).reshape(3)
-    angle = float(np.linalg.norm(w))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = w / angle
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + math.sin(angle) * kx + (1.0 - math.cos(angle)) * (kx @ kx)
 
 
 def apply_ee_delta(ee_mat: np.ndarray, delta: np.ndarray) -> np.ndarray:
