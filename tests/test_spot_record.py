@@ -306,13 +306,11 @@ def test_recorder_node_spot_gamepad(small_standin, robot_env, tmp_path) -> None:
 
 
 def test_cli_entry_from_task_yaml(small_standin, robot_env, tmp_path, capsys) -> None:
-    """``main_spot`` (what ``theia record --robot spot --scripted`` calls): task YAML with a
-    ``spot:`` block + a drawer-script YAML -> a dataset."""
-    import argparse
-
+    """``theia record --robot spot --scripted``: task YAML with a ``spot:`` block + a
+    drawer-script YAML -> a dataset; without ``--scripted`` a clear refusal."""
     import yaml
 
-    from theia_ros.spot_record import main_spot
+    from theia_ros import cli
 
     task = {"task": "spot_drawer", "robot": "spot", "control": {"rate_hz": 20.0},
             "spot": {"hostname": "127.0.0.1", "port": small_standin.port,
@@ -322,13 +320,13 @@ def test_cli_entry_from_task_yaml(small_standin, robot_env, tmp_path, capsys) ->
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
     script = {"speed_m_s": 0.4, "pull_distance_m": 0.08, "retreat_m": 0.0}
     (tmp_path / "script.yaml").write_text(yaml.safe_dump(script))
-    args = argparse.Namespace(config=str(tmp_path / "task.yaml"),
-                              script=str(tmp_path / "script.yaml"), out=str(tmp_path / "ds"),
-                              episodes=1, seed=0, scripted=True)
-    assert main_spot(args) == 0
+    argv = ["record", "--robot", "spot", "--config", str(tmp_path / "task.yaml"),
+            "--script", str(tmp_path / "script.yaml"), "--out", str(tmp_path / "ds"),
+            "--episodes", "1", "--seed", "0"]
+    assert cli.main([*argv, "--scripted"]) == 0
     assert "saved 1 Spot episode(s) (1 successful)" in capsys.readouterr().out
     ds = EpisodeDataset(tmp_path / "ds")
     assert ds.action_kind is ActionKind.EE_ABSOLUTE and ds.num_episodes == 1
     assert ds.episode(0, images=False)["action"][-1, 6] == 1.0  # no retreat: ends released
-    with pytest.raises(TheiaError, match="--scripted"):
-        main_spot(argparse.Namespace(**{**vars(args), "scripted": False}))
+    assert cli.main(argv) == 2
+    assert "--scripted" in capsys.readouterr().err

@@ -319,9 +319,10 @@ def run_session(robot, writer, keys: KeySource, safety: SafetyFilter, *,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--robot", choices=["sim"], required=True,
-                        help="robot to teleoperate (the real WidowX records through its ROS "
-                             "node; here: the MuJoCo twin)")
+    parser.add_argument("--robot", choices=["sim", "spot"], required=True,
+                        help="sim: keyboard teleop of the MuJoCo twin; spot: the scripted "
+                             "drawer-opening policy through bosdyn-client (the real WidowX "
+                             "records through recorder_node)")
     parser.add_argument("--out", required=True, help="dataset directory (created, or appended)")
     parser.add_argument("--seed", type=int, default=0, help="scene seed of the first episode")
     parser.add_argument("--episodes", type=int, default=None, help="stop after N saved episodes")
@@ -329,6 +330,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=224, help="camera resolution (224)")
     parser.add_argument("--preview", default=None,
                         help="PNG file kept up to date with the camera view")
+    parser.add_argument("--scripted", action="store_true",
+                        help="spot: record the scripted drawer-opening policy (no person)")
+    parser.add_argument("--config", default="config/spot_drawer.yaml",
+                        help="spot: task YAML with the spot: and safety: blocks")
+    parser.add_argument("--script", default=None,
+                        help="spot: YAML of DrawerScript fields (handle pose, pull distance)")
 
 
 def open_writer(out: str | Path, fps: int, image_size: int):
@@ -350,6 +357,10 @@ def open_writer(out: str | Path, fps: int, image_size: int):
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.robot == "spot":
+        from theia_ros.spot_record import main_spot
+
+        return main_spot(args)
     from theia_ros.adapters.sim import SimWidowX
 
     if args.rate <= 0 or not float(args.rate).is_integer():
