@@ -141,12 +141,12 @@ def call_trigger(node, name: str, timeout_s: float = 10.0):
 
 
 class Spinner:
-    """A MultiThreadedExecutor spinning some nodes in a background thread."""
+    """A SingleThreadedExecutor (as ``spin_node`` uses) spinning nodes in a background thread."""
 
     def __init__(self, context, *nodes) -> None:
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
 
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
         for n in nodes:
             self.executor.add_node(n)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

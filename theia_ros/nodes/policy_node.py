@@ -19,9 +19,11 @@ Topics and services (relative names live under the node's name)::
 named in the layout's dimension label ``action:<kind>``. A plain array rather than a Twist:
 the absolute poses Spot takes are not velocities, and one layout serves both kinds.
 
-Threading: sensors, the control tick and services/diagnostics run in separate callback groups
-of a ``MultiThreadedExecutor``, so inference inside a tick never delays the camera callback
-and a ``~/stop`` is served while a tick runs (the loop serialises them on its lock).
+Threading: the control tick runs on its own thread (``ros_common.Ticker``, a fixed grid of
+deadlines); a ``SingleThreadedExecutor`` runs only the cheap sensor, service and diagnostics
+callbacks, so inference never delays the camera callback and a ``~/stop`` is served while a
+tick runs (the loop serialises them on its lock). rclpy's Python ``MultiThreadedExecutor``
+busy-waits while a callback group is busy and starved the ticks for over a second.
 
 Example::
 
@@ -32,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -45,7 +48,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
@@ -169,7 +172,6 @@ class PolicyNode(Node):
 
         # -- ROS interfaces --------------------------------------------------------------
         sensors = MutuallyExclusiveCallbackGroup()
-        control = MutuallyExclusiveCallbackGroup()
         admin = MutuallyExclusiveCallbackGroup()
         if setup.images_from_topic:
             self.create_subscription(rc.image_message_type(p["image_type"]), p["image_topic"],
@@ -185,12 +187,12 @@ class PolicyNode(Node):
             self.create_service(Trigger, f"~/{name}", handler, callback_group=admin)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.adapter.connect()
-        self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick, callback_group=control,
-                                       clock=steady)
+        self.ticker = rc.Ticker(1.0 / p["rate_hz"], self._tick, f"{self.get_name()}_control")
         self.diag_timer = self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics,
                                             callback_group=admin, clock=steady)
         if p["autostart"]:
             self.loop.start()
+        self.ticker.start()
         self.get_logger().info(f"policy_node ready: robot {p['robot']} "
                                f"({self.adapter.name}) at {p['rate_hz']} Hz, state "
                                f"{self.loop.state.value}")
@@ -343,11 +345,9 @@ class PolicyNode(Node):
         if self._closed:
             return
         self._closed = True
-        try:
-            self.timer.cancel()
+        self.ticker.stop()
+        with contextlib.suppress(Exception):  # the context may already be gone
             self.diag_timer.cancel()
-        except Exception:  # the context may already be gone
-            pass
         try:
             self.loop.close()
         finally:
@@ -374,7 +374,7 @@ def spin_node(make_node: Any, argv: list[str] | None, name: str) -> int:
     rc_ = 0
     try:
         node = make_node()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = SingleThreadedExecutor()  # the control tick has its own thread
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -143,7 +144,6 @@ class RecorderNode(Node):
         self.image_errors = 0
 
         sensors = MutuallyExclusiveCallbackGroup()
-        control = MutuallyExclusiveCallbackGroup()
         admin = MutuallyExclusiveCallbackGroup()
         if setup.images_from_topic:
             self.create_subscription(rc.image_message_type(p["image_type"]), p["image_topic"],
@@ -170,11 +170,11 @@ class RecorderNode(Node):
             self.create_service(Trigger, f"~/{name}", self._trigger(fn), callback_group=admin)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.adapter.connect()
-        self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick, callback_group=control,
-                                       clock=steady)
+        self.ticker = rc.Ticker(1.0 / p["rate_hz"], self._tick, f"{self.get_name()}_control")
         self.diag_timer = self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics,
                                             callback_group=admin, clock=steady)
         self.loop.start()  # teleop moves the arm between episodes too
+        self.ticker.start()
         self.get_logger().info(f"recorder_node ready: robot {p['robot']}, dataset "
                                f"{self.dataset_root}, teleop {p['teleop_type']} on "
                                f"{p['teleop_topic']}")
@@ -362,11 +362,9 @@ class RecorderNode(Node):
         if self._closed:
             return
         self._closed = True
-        try:
-            self.timer.cancel()
+        self.ticker.stop()
+        with contextlib.suppress(Exception):  # the context may already be gone
             self.diag_timer.cancel()
-        except Exception:
-            pass
         try:
             self.loop.close()
         finally:

@@ -6,6 +6,7 @@ Only this module and the ``*_node.py`` files import rclpy; everything they call 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -194,3 +195,43 @@ def attach_logging(node: Node) -> RosLogHandler:
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
     return handler
+
+
+class Ticker:
+    """Calls ``fn`` every ``period_s`` on its own thread, on a fixed grid of deadlines.
+
+    Why not a ROS timer: rclpy's Python ``MultiThreadedExecutor`` busy-waits, holding the GIL,
+    while a ready entity's callback group is busy; with inference inside a timer callback that
+    starved the ticks and the camera callbacks for over a second (measured in
+    ``tests/test_nodes_policy.py``). The control tick runs here instead, and the executor
+    (single-threaded) only runs the cheap sensor, service and diagnostics callbacks.
+    A late tick is not caught up: the next deadline is the next grid point after now.
+    """
+
+    def __init__(self, period_s: float, fn: Callable[[], None], name: str) -> None:
+        if period_s <= 0:
+            raise ValueError(f"period_s must be > 0, got {period_s}")
+        self.period_s = period_s
+        self._fn = fn
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            self._fn()
+            deadline += self.period_s
+            now = time.monotonic()
+            if deadline <= now:  # overran: skip to the next grid point, never a burst
+                deadline += self.period_s * (1 + int((now - deadline) // self.period_s))
+            self._stop.wait(deadline - now)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop ticking and wait for a tick in progress to finish. Safe to call twice."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
