@@ -74,7 +74,7 @@ def _run_node(bundle: Path, ticks: int, rate_hz: float, domain_id: int,
               zero_policy: bool, threads: int) -> dict[str, object]:
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from theia_ros.nodes.policy_node import PolicyNode
@@ -91,7 +91,7 @@ def _run_node(bundle: Path, ticks: int, rate_hz: float, domain_id: int,
         kwargs = {"policy": lambda obs: np.zeros((horizon, 7)), "image_hw": meta.image_hw}
     node = PolicyNode(context=ctx, parameter_overrides=[Parameter(k, value=v)
                                                         for k, v in params.items()], **kwargs)
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
