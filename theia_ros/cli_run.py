@@ -1,8 +1,8 @@
 """``theia run``: run a policy bundle closed-loop on the MuJoCo twin through the control core.
 
 Each episode resets the sim to a randomised scene (``--seed``, ``--seed + 1``, ...), then
-the real control core drives it: ``ControlLoop`` at ``--rate`` Hz (real-time pacing on the
-monotonic clock), action chunking (re-plan every ``--replan-every`` ticks, optional
+the real control core drives it: ``ControlLoop`` at the bundle's control rate (real-time
+pacing on the monotonic clock), action chunking (re-plan every ``--replan-every`` ticks, optional
 temporal ensembling), the wx250s ``SafetyFilter``, and the ``SimWidowX`` adapter. An episode
 ends when the door is fully open (the success detector) or after ``--max-steps`` ticks. The
 door's best stage per episode gives the per-stage success (open / fully open); tick timings
