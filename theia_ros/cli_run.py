@@ -199,12 +199,14 @@ def annotate(image: np.ndarray, lines: Sequence[str], stage: DoorStage) -> np.nd
     colour = {DoorStage.CLOSED: (200, 60, 60), DoorStage.OPEN: (230, 180, 40),
               DoorStage.FULLY_OPEN: (60, 200, 60)}[stage]
     cv2.rectangle(img, (0, 0), (img.shape[1] - 1, img.shape[0] - 1), colour, 6)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.55
     for i, text in enumerate(lines):
         y = 24 + 22 * i
-        cv2.putText(img, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3,
-                    cv2.LINE_AA)
-        cv2.putText(img, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        # A dark box, not a thick black outline: Hershey glyph advances grow with stroke
+        # thickness, so an outline drawn thicker drifts away from the text it should frame.
+        (w, h), base = cv2.getTextSize(text, font, scale, 1)
+        cv2.rectangle(img, (7, y - h - 4), (13 + w, y + base + 1), (0, 0, 0), -1)
+        cv2.putText(img, text, (10, y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return img
 
 
