@@ -34,8 +34,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from policies.encoder import ENCODERS, EncoderConfig, TheiaEncoder, create_encod
 from policies.preprocess import IMAGE_SIZE, MEAN, STD
 from policies.teacher_specs import teacher_id
 from policies.translators import TheiaModel
+from theia_ros.atomic import atomic_write as _atomic_write
 from theia_ros.errors import TheiaError
 
 CONFIG_NAME = "config.json"
@@ -398,16 +398,3 @@ def _load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], sou
     if extra:
         raise TheiaError(f"{source}: unexpected key {prefix + extra[0]!r}")
     module.load_state_dict(state, strict=True)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` (same directory, so atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

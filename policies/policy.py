@@ -40,6 +40,7 @@ from policies.diffusion import DiffusionConfig, DiffusionHead
 from policies.encoder import EncoderConfig, TheiaEncoder, tokens_to_map
 from policies.normalize import Normalizer
 from policies.preprocess import preprocess
+from theia_ros.atomic import atomic_write_bytes as _atomic_write_bytes
 from theia_ros.errors import TheiaError
 from theia_ros.types import ACTION_DIM, ActionKind
 
@@ -189,15 +190,6 @@ def build_policy(config: PolicyConfig, encoder: TheiaEncoder, head_config: Any,
     """Policy with a freshly initialised head of ``config.type``."""
     _, head_cls = HEADS[config.type]
     return Policy(config, encoder, head_cls(head_config), normalizer)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:

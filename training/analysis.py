@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from theia_ros.atomic import atomic_write
 from theia_ros.errors import TheiaError
 
 NORM_HIST_BINS = 100
@@ -188,22 +187,3 @@ def write_png(path: str | os.PathLike, picture: np.ndarray) -> Path:
 
     return atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(picture)).save(
         tmp, format="PNG"))
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
-
-    Readers never see a half-written file; on any error the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from theia_ros.atomic import atomic_write_json
 from theia_ros.errors import TheiaError
 from theia_ros.types import ActionKind
 
@@ -158,17 +159,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via tmp + fsync + os.replace, so readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=4, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_json(path: Path) -> Any:
     """JSON file -> object, with a one-line error naming the file when it is bad."""
     try:
@@ -208,3 +198,8 @@ def validate_info(info: Any, path: Path) -> dict[str, Any]:
     if info["fps"] <= 0:
         raise TheiaError(f"{path}: fps must be positive, got {info['fps']}")
     return info
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Meta JSON the way LeRobot writes it (indent 4), atomically (``theia_ros.atomic``)."""
+    atomic_write_json(path, data, indent=4)

@@ -16,6 +16,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from theia_ros.atomic import atomic_write_bytes as _atomic_write
+
 KEY_FIELDS = ("graph", "onnx_sha256", "precision", "trt_version", "gpu")
 
 
@@ -47,13 +49,6 @@ class EngineKey:
     @property
     def stem(self) -> str:
         return f"{self.family}trt{self.trt_version}-{slug(self.gpu)}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _read_key(meta_path: Path) -> dict:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from policies.encoder import TheiaEncoder
 from policies.preprocess import preprocess
+from theia_ros.atomic import atomic_write
 from theia_ros.errors import TheiaError
 from training.bc.data import Demos
 
@@ -63,15 +64,6 @@ def encode_frames(encoder: TheiaEncoder, images: np.ndarray, batch_size: int = 3
         if progress is not None:
             progress.update(len(x))
     return np.concatenate(out)
-
-
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def cached_features(encoder: TheiaEncoder, demos: Demos, cache_root: str | os.PathLike,
@@ -112,3 +104,11 @@ def cached_features(encoder: TheiaEncoder, demos: Demos, cache_root: str | os.Pa
                              f"{(demos.lengths[i], tokens, width)}; delete the file")
         out[starts[i]:starts[i + 1]] = arr
     return out
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a path
+            np.save(f, array)
+
+    atomic_write(path, write)

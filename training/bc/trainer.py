@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from policies.checkpoint import load_encoder
 from policies.normalize import Normalizer
 from policies.policy import HEADS, Policy, PolicyConfig, build_policy, save_policy
 from policies.preprocess import preprocess
+from theia_ros.atomic import atomic_write_json as _write_json_atomic
 from theia_ros.errors import TheiaError
 from training.bc.augment import random_shift
 from training.bc.config import TrainConfig
@@ -60,12 +60,6 @@ class TrainResult:
     train_loss: float
     val_loss: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _camera(source: EpisodeSource, wanted: str | None) -> str:
@@ -325,4 +319,3 @@ def train_policy(config: TrainConfig, source: EpisodeSource | None = None,
                  stop_at_step: int | None = None) -> TrainResult:
     """Build a ``BCTrainer`` and run it (see the module docstring for the outputs)."""
     return BCTrainer(config, source, show_progress, resume).run(stop_at_step)
-

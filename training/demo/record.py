@@ -15,7 +15,6 @@ Resumable: episodes are committed one by one; the seeds used so far are kept in
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from theia_ros.atomic import atomic_write_json as _write_json_atomic
 from theia_ros.cli_record import TASK, EpisodeRecorder, open_writer
 from theia_ros.control.safety import SafetyFilter, SafetyLimits
 from theia_ros.errors import TheiaError
@@ -39,12 +39,6 @@ class RecordResult:
     attempts: int  # expert episodes tried (failures are discarded)
     seeds: list[int]
     wall_s: float
-
-
-def _write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def record_demos(root: str | Path, num_episodes: int, *, first_seed: int = 0,

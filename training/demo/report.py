@@ -7,7 +7,6 @@ to a zero-width interval (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it f
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -88,14 +87,6 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"plot           {report['paths']['plot']}")
     lines.append("=" * 72)
     return "\n".join(lines)
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def write_plot(path: str | Path, report: Mapping[str, Any],

@@ -9,12 +9,12 @@ interrupted demo re-run with the same settings continues with the first unfinish
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from theia_ros.atomic import atomic_write_json as _write_json_atomic
 from theia_ros.errors import TheiaError
 
 STAGES_FILE = "stages.json"
@@ -88,9 +88,3 @@ class StageBook:
                for n, r in self.records.items()}
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(self.out / STAGES_FILE, doc)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

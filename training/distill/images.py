@@ -36,17 +36,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from theia_ros.atomic import atomic_write_json
 from theia_ros.errors import TheiaError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 INDEX_FORMAT = "theia-image-shards/1"
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON to ``path`` via a temporary file + rename (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -325,3 +319,8 @@ def finalize_index(out: str | Path) -> dict | None:
              "skipped": skipped, "hash": digest.hexdigest()[:16]}
     write_json_atomic(out / "index.json", index)
     return index
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Manifests and indices: sorted keys, so every rank writes identical bytes."""
+    atomic_write_json(path, obj, indent=1, sort_keys=True)

@@ -1,0 +1,46 @@
+"""Atomic file writes: readers see the old file or the new one, never half of one.
+
+The data goes to a temporary file in the same directory (so the rename never crosses
+filesystems), is fsynced (so a power cut after the rename cannot leave an empty file), and is
+renamed over the target with ``os.replace``. On any error the temporary file is removed.
+One implementation for checkpoints, datasets, bundles, caches and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)``, then fsync and rename ``tmp_path`` onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int = 2,
+                      sort_keys: bool = False) -> Path:
+    """``data`` as UTF-8 JSON with a trailing newline."""
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))
