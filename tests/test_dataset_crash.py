@@ -113,9 +113,10 @@ def _record_one(w: DatasetWriter, length: int = 4, seed: int = 3) -> None:
         w.add_frame({"front": scene(t, seed=seed)}, state, ee_pose, action)
 
 
+@pytest.mark.parametrize("unfinished", ["drop", "recover"])
 @pytest.mark.parametrize("fail_at", [0, 2, 4])  # moves: video, data, episode row, stats, info
 def test_kill_during_commit_rolls_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          fail_at: int) -> None:
+                                          fail_at: int, unfinished: str) -> None:
     root = tmp_path / "ds"
     write_demo_dataset(root, SAVED)
     w = DatasetWriter.open(root)
@@ -137,9 +138,11 @@ def test_kill_during_commit_rolls_forward(tmp_path: Path, monkeypatch: pytest.Mo
 
     ds = _assert_saved_episodes_intact(root)  # info.json not replaced yet: old view
     assert ds.num_episodes == len(SAVED)
-    with DatasetWriter.open(root) as w2:  # manifest present: the save completes
+    # manifest present: the save completes, and its staged frames are not saved twice
+    with DatasetWriter.open(root, unfinished=unfinished) as w2:
         assert w2.num_episodes == len(SAVED) + 1
     ds = _assert_saved_episodes_intact(root)
+    assert ds.num_episodes == len(SAVED) + 1
     np.testing.assert_array_equal(ds.episode(len(SAVED))["action"][3], frame_values(3, 3)[2])
     assert ds.episodes[len(SAVED)].success is True
 

@@ -172,3 +172,17 @@ def test_quick_demo_end_to_end_then_skips_finished_stages(tmp_path, capsys) -> N
     assert second["evaluation"]["episodes"] == 1 and second["evaluation"]["fast"]
     assert "skipped" in capsys.readouterr().out
     assert math.isfinite(second["total_wall_s"])
+
+
+@pytest.mark.parametrize(("demo_seed", "demos", "eval_seed", "eval_episodes"), [
+    (100, 5, 0, 500),   # the evaluation range contains every demo seed
+    (0, 8, 20, 5),      # inside the recorder's retry range (up to 2 * demos + 11 seeds)
+    (50, 10, 40, 11),   # overlaps at the start
+])
+def test_held_out_seeds_never_overlap_demo_seeds(demo_seed: int, demos: int, eval_seed: int,
+                                                 eval_episodes: int) -> None:
+    with pytest.raises(TheiaError, match="overlap"):
+        DemoConfig(demo_seed=demo_seed, demos=demos, eval_seed=eval_seed,
+                   eval_episodes=eval_episodes)
+    DemoConfig(demo_seed=demo_seed, demos=demos, eval_seed=demo_seed + 2 * demos + 11,
+               eval_episodes=eval_episodes)  # right after the last possible demo seed: fine

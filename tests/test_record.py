@@ -100,3 +100,5 @@ def test_open_writer_appends_and_rejects_other_camera(tmp_path) -> None:
     again.close()
     with pytest.raises(TheiaError, match="cameras"):
         open_writer(tmp_path / "ds", fps=5, image_size=96)
+    with pytest.raises(TheiaError, match="fps 10"):  # 10 Hz frames under fps=5: refused
+        open_writer(tmp_path / "ds", fps=10, image_size=64)

@@ -255,3 +255,32 @@ def test_closed_loop_through_control_core() -> None:
     assert expert.done and robot.success() is DoorStage.FULLY_OPEN
     assert loop.stats.commands >= 30
     robot.disconnect()
+
+
+def test_observe_on_another_thread_than_connect() -> None:
+    """ROS nodes connect on the main thread and tick (render) on their control thread; the
+    EGL context must follow (it failed with EGL_BAD_ACCESS before the renderer released it)."""
+    import threading
+
+    sim = SimWidowX(seed=3, image_size=64)
+    sim.connect()
+    try:
+        first = sim.observe().images["front"]
+        seen: list[np.ndarray] = []
+        errors: list[str] = []
+
+        def tick() -> None:
+            try:
+                seen.append(sim.observe().images["front"])
+            except Exception as exc:
+                errors.append(repr(exc))
+
+        for _ in range(2):
+            t = threading.Thread(target=tick)
+            t.start()
+            t.join()
+        assert errors == []
+        assert len(seen) == 2 and seen[0].shape == first.shape == (64, 64, 3)
+        np.testing.assert_array_equal(seen[0], first)  # nothing moved: the same view
+    finally:
+        sim.disconnect()

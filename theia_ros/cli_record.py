@@ -346,10 +346,13 @@ def open_writer(out: str | Path, fps: int, image_size: int):
     if (root / "meta" / "info.json").exists():
         writer = DatasetWriter.open(root)
         want = {"front": (image_size, image_size)}
-        if writer.cameras != want or writer.state_dim != 7:
+        if (writer.cameras != want or writer.state_dim != 7 or writer.fps != fps
+                or writer.action_kind is not ActionKind.EE_DELTA):
+            got = (f"cameras {writer.cameras}, state_dim {writer.state_dim}, fps "
+                   f"{writer.fps}, action_kind {writer.action_kind.value}")
             writer.close()
-            raise TheiaError(f"{root}: dataset has cameras {writer.cameras}, state_dim "
-                             f"{writer.state_dim}; expected {want} and 7 (sim wx250s)")
+            raise TheiaError(f"{root}: dataset has {got}; expected cameras {want}, state_dim "
+                             f"7, fps {fps}, action_kind ee_delta (sim wx250s)")
         return writer
     return DatasetWriter.create(root, fps=fps, robot_type="wx250s_sim",
                                 cameras={"front": (image_size, image_size)}, state_dim=7,

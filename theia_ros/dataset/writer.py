@@ -242,6 +242,10 @@ class DatasetWriter:
         if not stage_dir.exists():
             return
         stage = EpisodeStage.load(stage_dir)
+        if stage is not None and int(stage.meta.get("episode_index", -1)) < self.num_episodes:
+            # killed after its save committed (rolled forward above): already an episode
+            shutil.rmtree(stage_dir, ignore_errors=True)
+            return
         usable = (stage is not None and stage.num_frames > 0
                   and stage.cameras == self.cameras
                   and stage.row_dim == self._row_dim())
@@ -465,11 +469,11 @@ class DatasetWriter:
         if self._stage is not None:
             self._stage.close()  # leave it staged: the next open() drops or recovers it
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
             staging = self.root / layout.STAGING_DIR
             if staging.exists() and not (staging / EPISODE_DIR).exists():
-                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(staging, ignore_errors=True)  # while still holding the lock
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -79,8 +80,10 @@ class DoorEnv:
         self._rgba0 = {g: m.mat_rgba[m.geom_matid[g]].copy() if m.geom_matid[g] >= 0
                        else m.geom_rgba[g].copy() for g in self._jitter_geoms}
         self._renderer: mujoco.Renderer | None = None
+        self._render_lock = threading.Lock()
         if render:
             self._renderer = mujoco.Renderer(m, self.image_size, self.image_size)
+            _release_gl()
         self.params = S.SceneParams.nominal()
         self._ctrl_arm = S.START_QPOS_RAD.copy()
         self._ctrl_finger = K.FINGER_OPEN_M
@@ -230,11 +233,29 @@ class DoorEnv:
         """The fixed camera's view, uint8 RGB ``[H, W, 3]``."""
         if self._renderer is None:
             raise RuntimeError("DoorEnv was built with render=False")
-        self._renderer.update_scene(self.data, camera)
-        return self._renderer.render().copy()
+        with self._render_lock:
+            try:
+                self._renderer.update_scene(self.data, camera)
+                return self._renderer.render().copy()
+            finally:
+                _release_gl()
 
     def close(self) -> None:
         """Free the renderer's GL context; safe to call twice."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        with self._render_lock:
+            if self._renderer is not None:
+                self._renderer.close()
+                self._renderer = None
+                _release_gl()
+
+
+def _release_gl() -> None:
+    """Let the EGL context go from this thread, so another thread can render next.
+
+    ROS nodes connect the sim on the main thread and tick (render) on their control thread;
+    an EGL context still current on the first thread makes the second fail (EGL_BAD_ACCESS).
+    """
+    if os.environ.get("MUJOCO_GL") == "egl":
+        from mujoco.egl import EGL
+
+        EGL.eglReleaseThread()

@@ -235,6 +235,9 @@ def _plan_episodes(streams: dict[str, _Stream], cfg: BagImportConfig,
         sensors[name], values[name] = streams[name].arrays()
     cmd_t, cmd_v = streams["cmd"].arrays()
     grip_t, grip_v = streams["grip"].arrays()
+    # picks index the stamp-sorted order; pass 2 counts images in bag order: map back
+    cam_order = {c: np.argsort(np.asarray(streams[f"cam:{c}"].stamps_s), kind="stable")
+                 for c in cfg.cameras}
     lo, hi = coverage(sensors)
     if cfg.episodes.split == "bag":
         spans = [(lo, hi)]
@@ -268,7 +271,7 @@ def _plan_episodes(streams: dict[str, _Stream], cfg: BagImportConfig,
         joints = values["joints"][plan.picks["joints"]]
         episodes.append(_Episode(
             times_s=times[keep],
-            camera_picks={c: plan.picks[f"cam:{c}"][keep] for c in cfg.cameras},
+            camera_picks={c: cam_order[c][plan.picks[f"cam:{c}"][keep]] for c in cfg.cameras},
             state=joints[keep],
             ee_pose=values["pose"][plan.picks["pose"]][keep] if cfg.ee_pose else None,
             action=action[keep],

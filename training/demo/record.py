@@ -61,6 +61,11 @@ def record_demos(root: str | Path, num_episodes: int, *, first_seed: int = 0,
     seeds_path = root / SEEDS_FILE
     state = json.loads(seeds_path.read_text()) if seeds_path.exists() else \
         {"seeds": [], "attempts": 0}
+    if writer.num_episodes == len(state["seeds"]) + 1:
+        # killed between an episode's commit and this file's update: that seed was saved
+        state["seeds"].append(first_seed + state["attempts"])
+        state["attempts"] += 1
+        _write_json_atomic(seeds_path, state)
     if len(state["seeds"]) != writer.num_episodes:
         writer.close()
         raise TheiaError(f"{seeds_path}: lists {len(state['seeds'])} seeds but the dataset "
