@@ -339,10 +339,11 @@ def test_adapter_error_triggers_safe_stop(failure: str) -> None:
     assert loop.stats.faults[kind] == 1 and loop.stats.safe_stops == 1
 
 
-def test_estop_latches_holds_and_parks() -> None:
+def test_estop_latches_holds_and_parks_when_configured() -> None:
     clock = ManualClock()
     arm = RecordingArm(clock)
-    loop = make_loop(arm, constant_policy([0.001, 0, 0, 0, 0, 0, 1.0]), clock)
+    loop = make_loop(arm, constant_policy([0.001, 0, 0, 0, 0, 0, 1.0]), clock,
+                     config=LoopConfig(rate_hz=5.0, park_on_estop=True))
     loop.run(max_ticks=3)
     loop.estop("big red button")
     assert loop.state is LoopState.FAULTED and arm.names()[-2:] == ["hold", "safe_stop"]
@@ -376,7 +377,9 @@ def test_estop_from_another_thread_stops_a_running_loop() -> None:
     loop.run(duration_s=5.0)
     timer.join()
     assert time.monotonic() - t0 < 1.0
-    assert loop.state is LoopState.FAULTED and "safe_stop" in arm.names()
+    # the default e-stop holds where the arm is: no park motion after the button
+    assert loop.state is LoopState.FAULTED and arm.names()[-1] == "hold"
+    assert "safe_stop" not in arm.names()
 
 
 def test_pause_holds_and_start_resumes() -> None:
@@ -475,3 +478,21 @@ def test_slow_inference_on_the_timer_grid_skips_no_ticks() -> None:
     assert [r.status for r in reports].count("skipped") == 0
     assert len(arm.applied) == 10
     assert np.diff([t for t, _ in arm.applied]).min() >= 0.5 * PERIOD_S - 1e-9
+
+
+def test_an_error_inside_the_safety_filter_faults_and_stops() -> None:
+    """Errors outside the policy/robot calls (here the filter's IK hook) must not leave the
+    loop RUNNING without a hold: they fault it and safe-stop the robot."""
+    clock = ManualClock()
+    arm = RecordingArm(clock)
+
+    def broken_ik(target: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        raise np.linalg.LinAlgError("singular matrix")
+
+    safety = SafetyFilter(SafetyLimits.wx250s(), joint_solver=broken_ik, clock=clock.now)
+    loop = make_loop(arm, constant_policy([0.001, 0, 0, 0, 0, 0, 1.0]), clock, safety=safety)
+    loop.start()
+    report = loop.step()
+    assert report.status == "fault" and loop.state is LoopState.FAULTED
+    assert arm.applied == [] and arm.names()[-2:] == ["hold", "safe_stop"]
+    assert loop.stats.faults["internal"] == 1

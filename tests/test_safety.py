@@ -326,3 +326,22 @@ def test_interventions_are_logged_rate_limited(caplog: pytest.LogCaptureFixture)
 
 def test_filter_result_held_property() -> None:
     assert FilterResult(None, None).held
+
+
+def test_spot_absolute_targets_cannot_walk_away_from_a_stuck_arm() -> None:
+    """Spot's limits: with the hand stuck (measured pose fixed), absolute targets stepping
+    5 cm a tick stay within a few steps of the hand instead of drifting off with the policy."""
+    from theia_ros.adapters.spot_config import SpotConfig
+
+    limits = SpotConfig().safety_limits()
+    assert limits.max_tracking_error_m is not None
+    filt = SafetyFilter(limits)
+    hand = np.array([0.6, 0.0, 0.3, 0.0, 0.0, 0.0])
+    obs = make_obs(hand)
+    for k in range(1, 11):  # the policy keeps asking for a hand further along -y
+        want = hand + np.array([0.0, -0.05 * k, 0.0, 0.0, 0.0, 0.0])
+        result = filt.filter(Action.from_vector(ActionKind.EE_ABSOLUTE,
+                                                np.append(want, 1.0)), obs)
+        assert result.action is not None
+        gap = float(np.linalg.norm(result.action.xyz_m - hand[:3]))
+        assert gap <= limits.max_tracking_error_m + limits.max_step_m + 1e-9, (k, gap)

@@ -349,9 +349,10 @@ class SpotAdapter(RobotAdapter):
         raise TheiaError("spot adapter: nothing sent and nothing observed yet; observe() first")
 
     def hold(self) -> None:
-        """Stop the arm where it is (ArmStopCommand); nothing is sent while faulted."""
+        """Stop the arm where it is (ArmStopCommand); nothing is sent while faulted, and a
+        hold never triggers a recovery (re-acquiring the lease, powering on, standing)."""
         self._require_connected()
-        if not self._ready_to_send():
+        if self._fault is not None:
             return
         command = robot_command_pb2.RobotCommand()
         command.synchronized_command.arm_command.arm_stop_command.SetInParent()

@@ -66,7 +66,7 @@ class LoopConfig:
 
     rate_hz: float = 5.0
     freshness: Freshness = field(default_factory=Freshness)
-    park_on_estop: bool = True
+    park_on_estop: bool = False
     log_interval_s: float = 2.0
     stats_window: int = 10_000
     min_command_gap_fraction: float = 0.5
@@ -227,7 +227,7 @@ class ControlLoop:
                 if gap > 1.5 * self.period_s:
                     with self.stats.lock:
                         self.stats.missed_ticks += round(gap / self.period_s) - 1
-            report = self._tick(start)
+            report = self._guarded_tick(start)
             if report.duration_s > self.period_s:
                 with self.stats.lock:
                     self.stats.overruns += 1
@@ -258,7 +258,7 @@ class ControlLoop:
                         break
                     with self.stats.lock:
                         self.stats.start_lateness_s.append(max(0.0, now - deadline))
-                    report = self._tick(now)
+                    report = self._guarded_tick(now)
                 self._emit(report)
                 n += 1
                 end = self.clock.now()
@@ -301,6 +301,15 @@ class ControlLoop:
             with self.stats.lock:
                 self.stats.period_error_s.append(abs(start - self._prev_start_s - self.period_s))
         self._prev_start_s = start
+
+    def _guarded_tick(self, start: float) -> TickReport:
+        """``_tick``, with any error outside the policy/robot calls (the safety filter, its
+        IK hook, observation merging) turned into a fault and a safe stop, never a loop that
+        keeps RUNNING without holding."""
+        try:
+            return self._tick(start)
+        except Exception as exc:
+            return self._faulted(self.stats.ticks - 1, start, "internal", repr(exc))
 
     def _tick(self, start: float) -> TickReport:
         """One tick at ``start`` (lock held)."""
@@ -362,9 +371,12 @@ class ControlLoop:
                               proposed=proposed, interventions=kinds, obs_stamp_s=obs.stamp_s)
         if self._last_sent_s is not None and self.clock.now() - self._last_sent_s < min_gap_s:
             # An overdue timer fired right after a slow tick: never two commands back to back.
+            self.safety.reset_reference()  # the filter's target was never sent
             with self.stats.lock:
                 self.stats.skipped_ticks += 1
             return TickReport(index, start, "skipped")
+        if self.safety.estopped:  # latched while this tick was thinking: nothing goes out
+            return self._faulted(index, start, "estop", self.safety.estop_reason or "e-stop")
         try:
             sent = self.adapter.apply(result.action)
         except Exception as exc:
