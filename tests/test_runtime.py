@@ -185,6 +185,31 @@ def test_corrupt_missing_and_tampered_bundles(bundles: dict, tmp_path: Path) -> 
         load(b, "onnxruntime", verify=False)
 
 
+def test_checksums_must_cover_what_runs(bundles: dict, tmp_path: Path) -> None:
+    _, bundle = bundles["cnn_mlp"]
+    b = _copy(bundle, tmp_path / "partial")
+    write_sums(b, [n for n in read_sums(b) if n != "head.onnx"])  # a stale / partial list
+    with pytest.raises(TheiaError, match=r"does not list 'head\.onnx'"):
+        load(b, "onnxruntime")
+
+    b = _copy(bundle, tmp_path / "escape")
+    doc = yaml.safe_load((b / "bundle.yaml").read_text())
+    doc["graphs"]["head"]["file"] = "../head.onnx"
+    (b / "bundle.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(TheiaError, match="inside the bundle"):
+        load(b, "onnxruntime", verify=False)
+
+
+def test_diffusion_bundle_needs_its_scheduler(bundles: dict, tmp_path: Path) -> None:
+    _, bundle = bundles["diffusion"]
+    b = _copy(bundle, tmp_path)
+    doc = yaml.safe_load((b / "bundle.yaml").read_text())
+    del doc["diffusion"]["scheduler"]
+    (b / "bundle.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(TheiaError, match=r"diffusion\.scheduler missing"):
+        load(b, "onnxruntime", verify=False)
+
+
 def test_bundle_without_optional_parts(bundles: dict, tmp_path: Path) -> None:
     _, bundle = bundles["cnn_mlp"]
     b = _copy(bundle, tmp_path)

@@ -167,3 +167,21 @@ def test_bad_dataset_path_is_a_clear_error(tmp_path: Path) -> None:
     rc = theia_main(["train-policy", "--dataset", str(tmp_path / "nope"), "--out",
                      str(tmp_path / "o"), "--quiet"])
     assert rc == 2
+
+
+def test_padding_past_an_episode_end_means_stay_put() -> None:
+    """EE deltas: steps past the end are zero motion with the last gripper command (a repeat
+    of the last delta would teach "keep moving"); absolute poses repeat the last pose."""
+    from training.bc.data import ChunkDataset, Demos
+
+    actions = np.array([[0.01, 0, 0, 0, 0, 0.1, 0.0], [0.02, 0, 0, 0, 0, 0.2, 1.0]],
+                       np.float32)
+    demos = Demos(states=np.zeros((2, 7), np.float32), actions=actions,
+                  episode_end=np.array([2, 2]), images=np.zeros((2, 8, 8, 3), np.uint8),
+                  episodes=[0], lengths=[2], fingerprints=["x"])
+    chunk = ChunkDataset(demos, horizon=4, deltas=True).batch(np.array([1]))["action"][0]
+    np.testing.assert_array_equal(chunk[0], actions[1])
+    np.testing.assert_array_equal(chunk[1:, :6], 0.0)
+    np.testing.assert_array_equal(chunk[1:, 6], 1.0)  # the gripper command is kept
+    absolute = ChunkDataset(demos, horizon=4).batch(np.array([1]))["action"][0]
+    np.testing.assert_array_equal(absolute, np.repeat(actions[1:], 4, axis=0))

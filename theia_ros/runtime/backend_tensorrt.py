@@ -179,6 +179,7 @@ class TrtGraph:
         self.output = output
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        cuda_driver.init_device()  # this thread may not be the one that built the engine
         for name in self.inputs:
             self.buffers[name].upload(inputs[name], self.stream)
         if not self.context.execute_async_v3(self.stream.handle):

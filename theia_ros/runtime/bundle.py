@@ -210,13 +210,23 @@ def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
     graph_files = {}
     for name, g in graphs.items():
         graph_files[name] = _get(g, "file", f"{where}: graphs.{name}", str)
+        if os.path.isabs(graph_files[name]) or ".." in Path(graph_files[name]).parts:
+            raise TheiaError(f"{where}: graphs.{name}.file {graph_files[name]!r} must be a "
+                             "path inside the bundle")
         if not (root / graph_files[name]).is_file():
             raise TheiaError(f"{root / graph_files[name]}: missing from the bundle "
                              f"(graphs.{name} in {BUNDLE_YAML})")
+    if verify:  # what this bundle runs must be listed, not merely "whatever is listed"
+        verify_files(root, [BUNDLE_YAML, *dict.fromkeys(graph_files.values())])
     state_dim = _get(pol, "state_dim", f"{where}: policy", int)
     action_dim = _get(pol, "action_dim", f"{where}: policy", int)
     norm = _get(raw, "normalization", where, dict)
     diff = raw.get("diffusion") or {}
+    if ptype == "diffusion":
+        for key in ("scheduler", "num_inference_steps", "cond_dim"):
+            if not diff.get(key):  # diffusers' defaults would sample with the wrong schedule
+                raise TheiaError(f"{where}: diffusion.{key} missing (a diffusion bundle needs "
+                                 "it)")
     return BundleMeta(
         root=root,
         policy_type=ptype,

@@ -48,16 +48,27 @@ def _check(result: int, what: str) -> None:
 
 
 @cache
-def init_device(ordinal: int = 0) -> int:
-    """Initialise the driver, make device ``ordinal``'s primary context current; -> device."""
+def _primary_context(ordinal: int) -> tuple[int, ctypes.c_void_p]:
+    """Initialise the driver and retain device ``ordinal``'s primary context (once)."""
     lib = _lib()
     _check(lib.cuInit(0), "cuInit")
     dev = ctypes.c_int()
     _check(lib.cuDeviceGet(ctypes.byref(dev), ordinal), f"cuDeviceGet({ordinal})")
     ctx = ctypes.c_void_p()
     _check(lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
-    _check(lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-    return dev.value
+    return dev.value, ctx
+
+
+def init_device(ordinal: int = 0) -> int:
+    """Make device ``ordinal``'s primary context current on *this* thread; -> device.
+
+    The driver's current context is per thread: a runtime loaded on the main thread is run
+    from a node's control thread or an async planner, so every operation below calls this
+    first (cheap once the context is retained).
+    """
+    dev, ctx = _primary_context(ordinal)
+    _check(_lib().cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+    return dev
 
 
 def device_count() -> int:
@@ -98,10 +109,12 @@ class Stream:
         return int(self._s.value or 0)
 
     def synchronize(self) -> None:
+        init_device()
         _check(_lib().cuStreamSynchronize(self._s), "cuStreamSynchronize")
 
     def close(self) -> None:
         if self._s.value:
+            init_device()
             _lib().cuStreamDestroy_v2(self._s)
             self._s = ctypes.c_void_p()
 
@@ -119,6 +132,7 @@ class DeviceBuffer:
         self.ptr = int(ptr.value)
 
     def upload(self, array: np.ndarray, stream: Stream) -> None:
+        init_device()
         a = np.ascontiguousarray(array, dtype=self.dtype)
         if a.shape != self.shape:
             raise TheiaError(f"input shape {a.shape} != engine input shape {self.shape}")
@@ -127,6 +141,7 @@ class DeviceBuffer:
         # pageable source: the copy is staged before the call returns, ``a`` may go away
 
     def download(self, stream: Stream) -> np.ndarray:
+        init_device()
         out = np.empty(self.shape, dtype=self.dtype)
         _check(_lib().cuMemcpyDtoHAsync_v2(out.ctypes.data, self.ptr, self.nbytes,
                                            ctypes.c_void_p(stream.handle)), "cuMemcpyDtoH")
@@ -135,5 +150,6 @@ class DeviceBuffer:
 
     def close(self) -> None:
         if self.ptr:
+            init_device()
             _lib().cuMemFree_v2(self.ptr)
             self.ptr = 0

@@ -153,9 +153,15 @@ def chunk_indices(episode_end: np.ndarray, index: np.ndarray, horizon: int
 
 class ChunkDataset(torch.utils.data.Dataset):
     """Samples for BC: ``obs`` (cached features ``[196, C]`` or image ``[H, W, 3]`` u8),
-    ``state`` ``[S]``, ``action`` ``[H, A]``, ``mask`` ``[H]`` (bool)."""
+    ``state`` ``[S]``, ``action`` ``[H, A]``, ``mask`` ``[H]`` (bool).
 
-    def __init__(self, demos: Demos, horizon: int, features: np.ndarray | None = None):
+    Steps past an episode's end repeat its last action. That is "stay put" for absolute
+    poses; for end-effector deltas (``deltas=True``) it would teach the policy to keep moving
+    at the end, so there the padded motion is zero and only the gripper command is repeated.
+    """
+
+    def __init__(self, demos: Demos, horizon: int, features: np.ndarray | None = None,
+                 deltas: bool = False):
         if features is None and demos.images is None:
             raise TheiaError("ChunkDataset needs cached features or images")
         if features is not None and len(features) != demos.num_frames:
@@ -163,6 +169,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         self.demos = demos
         self.horizon = horizon
         self.features = features
+        self.deltas = deltas
 
     def __len__(self) -> int:
         return self.demos.num_frames
@@ -172,8 +179,10 @@ class ChunkDataset(torch.utils.data.Dataset):
         index = np.asarray(index, dtype=np.int64)
         rows, mask = chunk_indices(self.demos.episode_end, index, self.horizon)
         obs = self.features[index] if self.features is not None else self.demos.images[index]
-        return {"obs": obs, "state": self.demos.states[index],
-                "action": self.demos.actions[rows], "mask": mask}
+        action = self.demos.actions[rows]  # fancy indexing: a copy
+        if self.deltas:
+            action[..., :6] = np.where(mask[..., None], action[..., :6], 0.0)
+        return {"obs": obs, "state": self.demos.states[index], "action": action, "mask": mask}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {k: v[0] for k, v in self.batch(np.array([i])).items()}

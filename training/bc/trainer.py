@@ -118,6 +118,10 @@ class BCTrainer:
         head_cfg = head_cfg_cls.from_dict({
             "feature_dim": encoder.embed_dim, "state_dim": state_dim, "action_dim": action_dim,
             "horizon": cfg.horizon, "grid": encoder.config.grid, **cfg.head})
+        if cfg.norm_mode == "mean_std" and getattr(head_cfg, "clip_sample", False):
+            raise TheiaError("diffusion with --norm-mode mean_std needs the head's clip_sample "
+                             "off (--head '{\"clip_sample\": false}'): clipping assumes "
+                             "min_max-normalised actions in [-1, 1]")
         action_kind = getattr(source, "action_kind", None) or "ee_delta"
         pcfg = PolicyConfig(
             type=cfg.policy, action_kind=str(getattr(action_kind, "value", action_kind)),
@@ -162,9 +166,11 @@ class BCTrainer:
 
     def _datasets(self) -> tuple[ChunkDataset, ChunkDataset | None]:
         cfg = self.cfg
+        deltas = self.policy.config.action_kind == "ee_delta"
         if not cfg.uses_cache:
-            val = ChunkDataset(self.val_demos, cfg.horizon) if self.val_demos else None
-            return ChunkDataset(self.train_demos, cfg.horizon), val
+            val = (ChunkDataset(self.val_demos, cfg.horizon, deltas=deltas) if self.val_demos
+                   else None)
+            return ChunkDataset(self.train_demos, cfg.horizon, deltas=deltas), val
         root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root()
         out = []
         for demos in (self.train_demos, self.val_demos):
@@ -174,7 +180,7 @@ class BCTrainer:
             feats = cached_features(self.policy.encoder, demos, root, cfg.cache_dtype,
                                     device=self.device, show_progress=self.show_progress)
             demos.images = None  # features replace them; frees memory
-            out.append(ChunkDataset(demos, cfg.horizon, feats))
+            out.append(ChunkDataset(demos, cfg.horizon, feats, deltas=deltas))
         return out[0], out[1]
 
     # --- batches ----------------------------------------------------------------------------

@@ -119,6 +119,7 @@ def extract_features(shards: ImageShards, teachers: Sequence[Teacher], stats: Te
     root.mkdir(parents=True, exist_ok=True)
     shapes = {t.hub_id: t.shape for t in teachers}
     stats.check(shapes, "feature statistics")
+    stats = stats.subset(shapes)  # hash what the trainer hashes: these teachers only
     manifest = _manifest(shards, shapes, stats.hash())
     man_path = root / "manifest.json"
     if man_path.exists():

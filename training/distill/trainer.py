@@ -251,7 +251,8 @@ def save_checkpoint(ckpt_root: Path, env: DistEnv, model: TheiaModel,
         pointer = ckpt_root / "LATEST"
         pointer.with_suffix(".tmp").write_text(name + "\n", encoding="utf-8")
         os.replace(pointer.with_suffix(".tmp"), pointer)
-        done = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
+        # only older steps: a fresh run (resume off) in an old folder keeps what it just wrote
+        done = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir() and p.name <= name)
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier(env)
