@@ -216,6 +216,8 @@ def test_many_small_steps_cover_more_than_the_interbotix_ik_range(rig) -> None:
 
 def test_ik_failure_skips_and_holds(rig) -> None:
     adapter, bot, _ = rig
+    adapter.config = WidowXConfig(workspace_min_m=(-5.0, -5.0, -5.0),
+                                  workspace_max_m=(5.0, 5.0, 5.0))  # no last-line box here
     sent = adapter.apply(step([1.0, 0, 0, 0, 0, 0, 1.0]))  # 1 m further: out of reach
     assert "set_joint_positions" not in bot.names()
     assert bot.names()[-1] == "publish_positions"  # hold at the measured joints
@@ -223,6 +225,16 @@ def test_ik_failure_skips_and_holds(rig) -> None:
     assert adapter.counters["ik_failures"] == 1
     np.testing.assert_allclose(sent.to_vector()[:6], 0.0)
     assert adapter.fault is None
+
+
+def test_targets_are_clipped_to_the_workspace_box_last(rig) -> None:
+    adapter, bot, _ = rig
+    adapter.config = WidowXConfig(max_joint_step_rad=3.0)
+    adapter.apply(step([0.0, 0, -1.0, 0, 0, 0, 1.0]))  # 1 m down: through the table
+    assert adapter.counters["workspace_clips"] == 1
+    assert "set_joint_positions" in bot.names()
+    z = float(K.fk(np.asarray(bot.q))[2, 3])
+    assert z >= adapter.config.workspace_min_m[2] - 1e-3
 
 
 def test_joint_jump_is_refused(rig) -> None:

@@ -77,6 +77,10 @@ class WidowXConfig:
         park_moving_time_s: moving time for the home and sleep poses in ``safe_stop``.
         fault_check_period_s: how often the motors' hardware error registers are read
             (each read is a service call of up to 0.1 s; 0 disables).
+        workspace_min_m, workspace_max_m: a last-line box on the target fingertip position
+            (the wx250s safety box): the filter judged the step against the tick's
+            observation, but the step is applied to joints read now, while the arm may still
+            be finishing the previous step.
     """
 
     robot_model: str = "wx250s"
@@ -91,6 +95,8 @@ class WidowXConfig:
     max_joint_step_rad: float = 0.5
     park_moving_time_s: float = 2.0
     fault_check_period_s: float = 1.0
+    workspace_min_m: tuple[float, float, float] = (0.10, -0.40, 0.02)
+    workspace_max_m: tuple[float, float, float] = (0.50, 0.40, 0.45)
 
     def __post_init__(self) -> None:
         if self.robot_model != "wx250s":
@@ -317,6 +323,10 @@ class WidowXAdapter(RobotAdapter):
             target = K.apply_ee_delta(current, vec[:6])
         else:
             target = K.pose_to_matrix(vec[:6])
+        clipped = np.clip(target[:3, 3], self.config.workspace_min_m, self.config.workspace_max_m)
+        if not np.array_equal(clipped, target[:3, 3]):
+            self.counters["workspace_clips"] += 1
+            target[:3, 3] = clipped
         self._command_gripper(float(vec[6]))
         q_new = K.solve_ik(target, q)
         if q_new is None:

@@ -267,9 +267,12 @@ class RecorderNode(Node):
                                  f"robot {self.robot_type!r} records {self.action_kind.value}")
             self.writer = writer
             return
-        obs = self.loop.adapter.observe()
-        if self.images is not None:
-            obs = self.images.merge_into(obs)
+        # the tick's latest observation (camera already merged in): the adapter belongs to
+        # the control thread, so a service callback must not call observe() itself
+        obs = self._last_obs
+        if obs is None:
+            raise TheiaError("no observation from the control loop yet (sensors stale or the "
+                             "robot not ready); try again in a moment")
         cam = self.params["camera"]
         if cam not in obs.images or obs.joint_positions.size == 0:
             raise TheiaError(f"no camera frame on {cam!r} or no joint state yet; cannot size "
