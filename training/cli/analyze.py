@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from policies.preprocess import list_images, load_image
+    from theia_ros.atomic import atomic_write
     from training.analysis import (
-        atomic_write,
         norm_map_image,
         representation_measures,
         side_by_side,

@@ -93,7 +93,8 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     from policies.preprocess import load_image
-    from training.analysis import atomic_write, pca_rgb, side_by_side, write_png
+    from theia_ros.atomic import atomic_write
+    from training.analysis import pca_rgb, side_by_side, write_png
 
     out = Path(args.out)
     if out.suffix != ".npz":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from theia_ros.errors import TheiaError
 
@@ -119,6 +120,12 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
+    from policies.checkpoint import is_registry_name
+
+    if is_registry_name(cfg.encoder):
+        print(f"note: encoder {cfg.encoder!r} is RANDOMLY initialised (a size name, not a "
+              "checkpoint); pass --encoder <checkpoint or hub id> for a trained Theia",
+              file=sys.stderr)
     result = train_policy(cfg, show_progress=not args.quiet, resume=not args.no_resume)
     val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a (no held-out)"
     print(f"policy written to {result.out} after {result.step}/{result.total_steps} steps; "

@@ -20,9 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from theia_ros.atomic import atomic_write_json
 from theia_ros.errors import TheiaError
 from training.demo.config import DemoConfig, stage_keys
-from training.demo.report import format_report, rate_entry, write_json_atomic, write_plot
+from training.demo.report import format_report, rate_entry, write_plot
 from training.demo.stages import StageBook
 
 
@@ -46,7 +47,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     torch.set_num_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", config.to_dict())
+    atomic_write_json(out / "config.json", config.to_dict())
     book = StageBook.load(out)
     keys = stage_keys(config)
     paths = {"dataset": out / "dataset", "policy": out / "policy", "bundle": out / "bundle"}
@@ -132,7 +133,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     }
     plot = write_plot(out / "report.png", report, tick_ms)
     report["paths"]["plot"] = str(plot) if plot else None
-    write_json_atomic(out / "report.json", report)
+    atomic_write_json(out / "report.json", report)
     log(format_report(report))
     return report
 
