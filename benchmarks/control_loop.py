@@ -97,7 +97,7 @@ def _run_node(bundle: Path, ticks: int, rate_hz: float, domain_id: int,
     th.start()
     try:
         deadline = time.monotonic() + 10.0
-        while node.images_received < 3 or node.joints.latest() is None:
+        while node.sensors.images_received < 3 or node.joints.latest() is None:
             if time.monotonic() > deadline:
                 raise RuntimeError("no sensor data reached the node")
             time.sleep(0.05)

@@ -110,14 +110,14 @@ def test_stale_camera_holds_and_diagnostics_say_so(harness) -> None:
 
 
 def test_malformed_images_do_not_crash_the_node(harness) -> None:
-    errors0 = harness.node.image_errors
+    errors0 = harness.node.sensors.image_errors
     harness.feed.mode = "bad"
-    assert wait_for(lambda: harness.node.image_errors >= errors0 + 6, 3.0)
+    assert wait_for(lambda: harness.node.sensors.image_errors >= errors0 + 6, 3.0)
     harness.feed.mode = "ok"
     t0 = time.monotonic()
     assert wait_for(lambda: len(harness.actions_since(t0)) >= 2, 3.0)
     assert harness.node.loop.state.value == "running"
-    assert harness.node.status()[2]["image_errors"] == str(harness.node.image_errors)
+    assert harness.node.status()[2]["image_errors"] == str(harness.node.sensors.image_errors)
 
 
 def test_pause_start_stop_services(harness) -> None:

@@ -50,7 +50,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
@@ -65,7 +64,6 @@ from theia_ros.control import (
 )
 from theia_ros.errors import TheiaError
 from theia_ros.nodes import ros_common as rc
-from theia_ros.nodes.image_conversion import ImageConversionError
 from theia_ros.nodes.params import POLICY_NODE_PARAMS
 from theia_ros.nodes.robots import RobotContext, RobotSetup, build_robot, override_limits
 from theia_ros.nodes.task_config import (
@@ -166,19 +164,14 @@ class PolicyNode(Node):
         self._status_lock = threading.Lock()
         self._last_report: TickReport | None = None
         self._command_starts: deque[float] = deque(maxlen=64)
-        self.image_errors = 0
-        self.joint_errors = 0
-        self.images_received = 0
 
         # -- ROS interfaces --------------------------------------------------------------
         sensors = MutuallyExclusiveCallbackGroup()
         admin = MutuallyExclusiveCallbackGroup()
-        if setup.images_from_topic:
-            self.create_subscription(rc.image_message_type(p["image_type"]), p["image_topic"],
-                                     self._on_image, rc.SENSOR_QOS, callback_group=sensors)
-        if setup.joints_from_topic:
-            self.create_subscription(JointState, p["joint_states_topic"], self._on_joints,
-                                     rc.SENSOR_QOS, callback_group=sensors)
+        self.sensors = rc.SensorIntake(self, p, self.images, self.joints,
+                                       subscribe_images=setup.images_from_topic,
+                                       subscribe_joints=setup.joints_from_topic,
+                                       image_hw=self.image_hw, callback_group=sensors)
         self.action_pub = self.create_publisher(Float32MultiArray, p["action_topic"],
                                                 rc.COMMAND_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -205,28 +198,6 @@ class PolicyNode(Node):
             self.loop.config = replace(self.loop.config, freshness=fresh)
 
     # -- sensors -------------------------------------------------------------------------
-    def _on_image(self, msg: Any) -> None:
-        try:
-            rgb = rc.message_to_rgb(msg)
-            if self.image_hw is not None and rgb.shape[:2] != self.image_hw:
-                raise ImageConversionError(f"image is {rgb.shape[0]}x{rgb.shape[1]} but the "
-                                           f"policy takes {self.image_hw[0]}x{self.image_hw[1]}"
-                                           "; set the camera driver's resolution")
-            self.images.put(self.params["camera"], rgb,
-                            rc.stamp_to_monotonic(self, msg.header.stamp))
-            self.images_received += 1
-        except TheiaError as exc:
-            self.image_errors += 1
-            self.get_logger().warning(f"dropped image on {self.params['image_topic']}: {exc}",
-                                      throttle_duration_sec=2.0)
-
-    def _on_joints(self, msg: JointState) -> None:
-        try:
-            self.joints.put(msg.name, msg.position, rc.stamp_to_monotonic(self, msg.header.stamp))
-        except TheiaError as exc:
-            self.joint_errors += 1
-            self.get_logger().warning(f"dropped joint state: {exc}", throttle_duration_sec=2.0)
-
     # -- control -------------------------------------------------------------------------
     def _tick(self) -> None:
         if not self._closed:
@@ -265,9 +236,9 @@ class PolicyNode(Node):
             "robot": self.params["robot"],
             "rate_target_hz": f"{self.params['rate_hz']:.2f}",
             "rate_hz": f"{self.measured_rate_hz():.2f}",
-            "image_errors": str(self.image_errors),
-            "joint_errors": str(self.joint_errors),
-            "images_received": str(self.images_received),
+            "image_errors": str(self.sensors.image_errors),
+            "joint_errors": str(self.sensors.joint_errors),
+            "images_received": str(self.sensors.images_received),
             "estop": str(self.loop.safety.estopped).lower(),
         })
         fault = getattr(self.adapter, "fault", None)

@@ -43,7 +43,7 @@ from geometry_msgs.msg import Twist
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import JointState, Joy
+from sensor_msgs.msg import Joy
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
@@ -141,16 +141,13 @@ class RecorderNode(Node):
         self.frames = 0
         self.saved_episodes: list[int] = []
         self.frame_errors = 0
-        self.image_errors = 0
 
         sensors = MutuallyExclusiveCallbackGroup()
         admin = MutuallyExclusiveCallbackGroup()
-        if setup.images_from_topic:
-            self.create_subscription(rc.image_message_type(p["image_type"]), p["image_topic"],
-                                     self._on_image, rc.SENSOR_QOS, callback_group=sensors)
-        if setup.joints_from_topic:
-            self.create_subscription(JointState, p["joint_states_topic"], self._on_joints,
-                                     rc.SENSOR_QOS, callback_group=sensors)
+        self.sensors = rc.SensorIntake(self, p, self.images, self.joints,
+                                       subscribe_images=setup.images_from_topic,
+                                       subscribe_joints=setup.joints_from_topic,
+                                       callback_group=sensors)
         if p["teleop_type"] == "Twist":
             self.create_subscription(Twist, p["teleop_topic"], self._on_twist, rc.SENSOR_QOS,
                                      callback_group=sensors)
@@ -184,21 +181,6 @@ class RecorderNode(Node):
         self.params[name] = value
         if name in SCALE_PARAMS:
             self.mapper.scales = scales_from(self.params)
-
-    def _on_image(self, msg: Any) -> None:
-        try:
-            rgb = rc.message_to_rgb(msg)
-            self.images.put(self.params["camera"], rgb,
-                            rc.stamp_to_monotonic(self, msg.header.stamp))
-        except TheiaError as exc:
-            self.image_errors += 1
-            self.get_logger().warning(f"dropped image: {exc}", throttle_duration_sec=2.0)
-
-    def _on_joints(self, msg: JointState) -> None:
-        try:
-            self.joints.put(msg.name, msg.position, rc.stamp_to_monotonic(self, msg.header.stamp))
-        except TheiaError as exc:
-            self.get_logger().warning(f"dropped joint state: {exc}", throttle_duration_sec=2.0)
 
     def _on_twist(self, msg: Twist) -> None:
         self.mapper.on_twist((msg.linear.x, msg.linear.y, msg.linear.z),
@@ -350,7 +332,8 @@ class RecorderNode(Node):
     def publish_diagnostics(self) -> None:
         values = {"recording": str(self.recording).lower(), "frames": str(self.frames),
                   "saved_episodes": str(len(self.saved_episodes)),
-                  "frame_errors": str(self.frame_errors), "image_errors": str(self.image_errors),
+                  "frame_errors": str(self.frame_errors),
+                  "image_errors": str(self.sensors.image_errors),
                   "dataset": str(self.dataset_root), "state": self.loop.state.value}
         values.update(self.loop.stats.diagnostics())
         st = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"theia_ros: {self.get_name()}",

@@ -243,3 +243,53 @@ class Ticker:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
+
+
+class SensorIntake:
+    """Camera and joint-state subscriptions feeding the control core's caches; both nodes use
+    it, so image checks (encoding, ``step``, the size the policy takes) are the same in each.
+
+    A bad message is dropped with a throttled warning and counted; the node keeps running.
+    """
+
+    def __init__(self, node: Node, params: Mapping[str, Any], images: Any, joints: Any, *,
+                 subscribe_images: bool, subscribe_joints: bool,
+                 image_hw: tuple[int, int] | None = None, callback_group: Any = None) -> None:
+        from sensor_msgs.msg import JointState
+
+        self._node, self._images, self._joints = node, images, joints
+        self._camera, self._image_topic = params["camera"], params["image_topic"]
+        self._image_hw = tuple(image_hw) if image_hw else None
+        self.image_errors = 0
+        self.joint_errors = 0
+        self.images_received = 0
+        if subscribe_images:
+            node.create_subscription(image_message_type(params["image_type"]),
+                                     params["image_topic"], self._on_image, SENSOR_QOS,
+                                     callback_group=callback_group)
+        if subscribe_joints:
+            node.create_subscription(JointState, params["joint_states_topic"], self._on_joints,
+                                     SENSOR_QOS, callback_group=callback_group)
+
+    def _on_image(self, msg: Any) -> None:
+        try:
+            rgb = message_to_rgb(msg)
+            if self._image_hw is not None and rgb.shape[:2] != self._image_hw:
+                raise TheiaError(f"image is {rgb.shape[0]}x{rgb.shape[1]} but the policy takes "
+                                 f"{self._image_hw[0]}x{self._image_hw[1]}; set the camera "
+                                 "driver's resolution")
+            self._images.put(self._camera, rgb, stamp_to_monotonic(self._node, msg.header.stamp))
+            self.images_received += 1
+        except TheiaError as exc:
+            self.image_errors += 1
+            self._node.get_logger().warning(f"dropped image on {self._image_topic}: {exc}",
+                                            throttle_duration_sec=2.0)
+
+    def _on_joints(self, msg: Any) -> None:
+        try:
+            self._joints.put(msg.name, msg.position,
+                             stamp_to_monotonic(self._node, msg.header.stamp))
+        except TheiaError as exc:
+            self.joint_errors += 1
+            self._node.get_logger().warning(f"dropped joint state: {exc}",
+                                            throttle_duration_sec=2.0)
