@@ -75,10 +75,10 @@ setup(
     entry_points={
         "console_scripts": [
             "theia = theia_ros.cli:main",
-            "policy_node = theia_ros.nodes.policy_node:main",
-            "recorder_node = theia_ros.nodes.recorder_node:main",
-            "encoder_node = theia_ros.nodes.encoder_node:main",
-            "keyboard_teleop = theia_ros.nodes.keyboard_teleop:main",
+            "policy_node = theia_ros.ros.policy_node:main",
+            "recorder_node = theia_ros.ros.recorder_node:main",
+            "encoder_node = theia_ros.ros.encoder_node:main",
+            "keyboard_teleop = theia_ros.ros.keyboard_teleop:main",
         ],
     },
 )

@@ -44,8 +44,8 @@ def _publisher(domain_id: int, hw: tuple[int, int], rate_hz: float, stop) -> Non
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, JointState
 
-    from theia_ros import kinematics as K
-    from theia_ros.nodes.image_conversion import rgb_to_image_fields
+    from theia_ros.control import kinematics as K
+    from theia_ros.ros.image_conversion import rgb_to_image_fields
 
     rclpy.init(domain_id=domain_id)
     node = rclpy.create_node("bench_sensors")
@@ -77,7 +77,7 @@ def _run_node(bundle: Path, ticks: int, rate_hz: float, domain_id: int,
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from theia_ros.nodes.policy_node import PolicyNode
+    from theia_ros.ros.policy_node import PolicyNode
     from theia_ros.runtime import read_bundle
 
     meta = read_bundle(bundle, verify=False)

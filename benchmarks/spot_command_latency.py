@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from spot_standin import SpotStandIn
 
-from theia_ros.adapters.spot import SpotAdapter, SpotConfig
+from theia_ros.robots.spot.adapter import SpotAdapter, SpotConfig
 from theia_ros.types import Action, ActionKind
 
 

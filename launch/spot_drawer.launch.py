@@ -1,9 +1,9 @@
 """``ros2 launch theia_ros spot_drawer.launch.py [policy:=<bundle>] [camera:=...]``
 
-Reads ``config/spot_drawer.yaml``; arguments: ``theia_ros.nodes.launch_description``.
+Reads ``config/spot_drawer.yaml``; arguments: ``theia_ros.ros.launch_description``.
 """
 
-from theia_ros.nodes.launch_description import task_launch
+from theia_ros.ros.launch_description import task_launch
 
 
 def generate_launch_description():

@@ -4,7 +4,7 @@ Reads ``config/teleop_record.yaml``: the arm driver, the camera, the SpaceMouse 
 ``recorder_node``; run ``keyboard_teleop`` in a terminal for start / save / discard.
 """
 
-from theia_ros.nodes.launch_description import task_launch
+from theia_ros.ros.launch_description import task_launch
 
 
 def generate_launch_description():

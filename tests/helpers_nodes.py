@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from theia_ros import kinematics as K
-from theia_ros.nodes.image_conversion import rgb_to_image_fields
+from theia_ros.control import kinematics as K
+from theia_ros.ros.image_conversion import rgb_to_image_fields
 
 IMAGE_HW = (96, 128)
 

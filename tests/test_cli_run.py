@@ -20,7 +20,8 @@ from policies.encoder import EncoderConfig, TheiaEncoder
 from policies.normalize import Normalizer
 from policies.policy import PolicyConfig, build_policy, save_policy
 from theia_ros import cli
-from theia_ros.cli_run import RunSettings, VideoWriter, annotate, percentiles_ms, run_episodes
+from theia_ros.evaluate.rollout import RunSettings, percentiles_ms, run_episodes
+from theia_ros.evaluate.video import VideoWriter, annotate
 from theia_ros.sim.success import DoorStage
 from training.export import ExportOptions, export_bundle
 

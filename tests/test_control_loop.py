@@ -439,8 +439,8 @@ def test_invalid_loop_config() -> None:
 def test_drives_the_mujoco_twin_with_chunks_and_parks_on_stop() -> None:
     """The same loop on the simulated WidowX (no rendering: no camera required here)."""
     pytest.importorskip("mujoco")
-    from theia_ros import kinematics
-    from theia_ros.adapters.sim import SimWidowX
+    from theia_ros.control import kinematics
+    from theia_ros.robots.sim import SimWidowX
 
     clock = ManualClock()
     with SimWidowX(seed=0, render=False, clock=clock.now) as arm:

@@ -28,10 +28,10 @@ from rosbags.rosbag2 import StoragePlugin
 
 from theia_ros.dataset import EpisodeDataset
 from theia_ros.errors import TheiaError
-from training.dataset.bag_config import load_bag_config
-from training.dataset.bag_import import import_bag
-from training.dataset.ros_msgs import image_to_rgb
-from training.dataset.sync import integrate_held, nearest_index, plan_frames
+from training.bags.bag_config import load_bag_config
+from training.bags.bag_import import import_bag
+from training.bags.ros_msgs import image_to_rgb
+from training.bags.sync import integrate_held, nearest_index, plan_frames
 
 
 @pytest.mark.parametrize("storage", [StoragePlugin.SQLITE3, StoragePlugin.MCAP],

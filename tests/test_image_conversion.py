@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from theia_ros.errors import TheiaError
-from theia_ros.nodes.image_conversion import (
+from theia_ros.ros.image_conversion import (
     ENCODINGS,
     ImageConversionError,
     compressed_to_rgb,

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from theia_ros import kinematics as K
+from theia_ros.control import kinematics as K
 
 
 def _ry(v: np.ndarray, angle: float) -> np.ndarray:

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from theia_ros.errors import TheiaError
-from theia_ros.nodes import launch_description as LD
-from theia_ros.nodes.params import NODE_PARAMS, POLICY_NODE_PARAMS, RECORDER_NODE_PARAMS
-from theia_ros.nodes.task_config import (
+from theia_ros.ros import launch_description as LD
+from theia_ros.ros.params import NODE_PARAMS, POLICY_NODE_PARAMS, RECORDER_NODE_PARAMS
+from theia_ros.ros.task_config import (
     LAUNCH_OVERRIDES,
     RECORDER_LAUNCH_OVERRIDES,
     launch_overrides,
@@ -116,7 +116,7 @@ def test_config_validates_and_parameters_fit_the_nodes(path: Path) -> None:
 
 
 def LD_base(cfg):
-    from theia_ros.nodes.task_config import base_limits
+    from theia_ros.ros.task_config import base_limits
 
     return base_limits(cfg)
 
@@ -163,7 +163,7 @@ def test_launch_overrides_convert_and_validate() -> None:
 
 @pytest.mark.parametrize("node", sorted(NODE_PARAMS))
 def test_parameter_tables_defaults_validate(node: str) -> None:
-    from theia_ros.nodes.params import validate
+    from theia_ros.ros.params import validate
 
     for name, spec in NODE_PARAMS[node].items():
         assert spec.description

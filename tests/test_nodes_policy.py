@@ -37,7 +37,7 @@ class Harness:
         from rclpy.parameter import Parameter
         from std_msgs.msg import Float32MultiArray
 
-        from theia_ros.nodes.policy_node import PolicyNode
+        from theia_ros.ros.policy_node import PolicyNode
 
         params = {"bundle": str(bundle), "backend": "onnxruntime", "threads": 1,
                   "autostart": True, "robot": "dry_run", "diagnostics_period_s": 0.25}
@@ -168,7 +168,7 @@ def test_bad_parameter_is_rejected_at_runtime(harness) -> None:
 def test_ticker_keeps_the_grid_and_survives_a_raising_tick() -> None:
     """``Ticker`` (the nodes' control thread): ticks on a 20 ms grid without bursts, and an
     exception in one tick is counted and logged, not the end of ticking."""
-    from theia_ros.nodes.ros_common import Ticker
+    from theia_ros.ros.common import Ticker
 
     stamps: list[float] = []
 

@@ -28,7 +28,7 @@ def test_record_save_discard_rerecord(tmp_path) -> None:
     from rclpy.parameter import Parameter
 
     from theia_ros.dataset import EpisodeDataset
-    from theia_ros.nodes.recorder_node import RecorderNode
+    from theia_ros.ros.recorder_node import RecorderNode
 
     root = tmp_path / "demos"
     params = {"dataset": str(root), "task": "open the door", "robot": "dry_run",

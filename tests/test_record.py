@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from theia_ros.cli_record import (
+from theia_ros.control import ManualClock, SafetyFilter, SafetyLimits
+from theia_ros.errors import TheiaError
+from theia_ros.record.keys import (
     DISCARD,
     GRIPPER,
     MAX_PRESSES,
@@ -19,12 +21,9 @@ from theia_ros.cli_record import (
     STEP_RAD,
     ScriptedKeys,
     keys_to_command,
-    open_writer,
     parse_keys,
-    run_session,
 )
-from theia_ros.control import ManualClock, SafetyFilter, SafetyLimits
-from theia_ros.errors import TheiaError
+from theia_ros.record.session import open_writer, run_session
 
 
 def test_parse_keys_handles_controls_arrows_and_case() -> None:
@@ -48,7 +47,7 @@ def test_keys_to_command_sums_and_caps_presses() -> None:
 
 @pytest.fixture()
 def sim_robot():
-    from theia_ros.adapters.sim import SimWidowX
+    from theia_ros.robots.sim import SimWidowX
 
     clock = ManualClock()
     robot = SimWidowX(seed=3, image_size=64, clock=clock.now)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from helpers_export import IMAGE_HW, make_bundle
 
-from theia_ros import cli_bench
+from theia_ros.cli import bench as cli_bench_cli
 from theia_ros.errors import TheiaError
+from theia_ros.runtime import bench as cli_bench
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_bench_bundle_times_backends_and_reference(bundle: Path) -> None:
         assert r["n"] >= 3 and r["model"] == "theia_test" and r["head"] == "cnn_mlp"
         for part in ("encoder", "head", "step"):
             assert 0 < r[f"{part}_p50_ms"] <= r[f"{part}_p90_ms"] <= r[f"{part}_p99_ms"]
-    cli_bench._speedups(rows)
+    cli_bench.add_speedups(rows)
     ref = next(r for r in rows if r["backend"] == cli_bench.REFERENCE)
     assert ref["step_speedup"] == pytest.approx(1.0)
     table = cli_bench.format_table(rows)
@@ -46,10 +47,10 @@ def test_bench_bundle_times_backends_and_reference(bundle: Path) -> None:
 
 def test_bench_cli_json(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
-    cli_bench.add_arguments(parser)
+    cli_bench_cli.add_arguments(parser)
     args = parser.parse_args(["--bundle", str(bundle), "--iters", "2", "--json",
                               "--backend", "onnxruntime", "--threads", "1"])
-    assert cli_bench.main(args) == 0
+    assert cli_bench_cli.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert [r["backend"] for r in report["rows"]] == ["onnxruntime", cli_bench.REFERENCE]
     assert report["rows"][0]["step_speedup"] > 0
@@ -62,15 +63,15 @@ def test_targets_are_judged_for_onnxruntime_cnn_mlp_rows() -> None:
              "step_p50_ms": 300.0, "step_speedup": 2.0},
             {"model": "theia_base", "head": "cnn_mlp", "backend": "torch-eager",
              "step_p50_ms": 600.0, "step_speedup": 1.0}]
-    tiny, base = cli_bench._targets(rows)
+    tiny, base = cli_bench.target_lines(rows)
     assert "30.0 ms <= 40 ms: met" in tiny and "1.20x vs torch eager >= 1.5x: MISSED" in tiny
     assert "300.0 ms <= 250 ms: MISSED" in base and "2.00x" in base and "met" in base
 
 
 def test_bad_bench_arguments(bundle: Path) -> None:
     parser = argparse.ArgumentParser()
-    cli_bench.add_arguments(parser)
+    cli_bench_cli.add_arguments(parser)
     with pytest.raises(TheiaError, match="unknown"):
-        cli_bench.main(parser.parse_args(["--bundle", str(bundle), "--backend", "cuda"]))
+        cli_bench_cli.main(parser.parse_args(["--bundle", str(bundle), "--backend", "cuda"]))
     with pytest.raises(TheiaError, match="--sizes"):
-        cli_bench.main(parser.parse_args(["--sizes", "huge"]))
+        cli_bench_cli.main(parser.parse_args(["--sizes", "huge"]))

@@ -18,7 +18,7 @@ after_import = sorted(m for m in ("torch", "onnxruntime", "tensorrt") if m in sy
 rt = runtime.load(sys.argv[1], backend="onnxruntime")
 image = np.zeros(({h}, {w}, 3), np.uint8)
 chunk = rt.predict(image, np.zeros({s}, np.float32))
-import theia_ros.cli_bench  # the bench verb's module too (its torch reference is lazy)
+import theia_ros.runtime.bench  # the bench verb's module too (its torch reference is lazy)
 print(json.dumps({{"after_import": after_import, "torch": "torch" in sys.modules,
                   "shape": list(chunk.shape), "backend": rt.backend}}))
 """

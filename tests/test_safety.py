@@ -12,8 +12,14 @@ import math
 import numpy as np
 import pytest
 
-from theia_ros import kinematics
-from theia_ros.control import FilterResult, Intervention, ManualClock, SafetyFilter, SafetyLimits
+from theia_ros.control import (
+    FilterResult,
+    Intervention,
+    ManualClock,
+    SafetyFilter,
+    SafetyLimits,
+    kinematics,
+)
 from theia_ros.control.rotations import (
     apply_ee_delta,
     ee_delta_between,
@@ -331,7 +337,7 @@ def test_filter_result_held_property() -> None:
 def test_spot_absolute_targets_cannot_walk_away_from_a_stuck_arm() -> None:
     """Spot's limits: with the hand stuck (measured pose fixed), absolute targets stepping
     5 cm a tick stay within a few steps of the hand instead of drifting off with the policy."""
-    from theia_ros.adapters.spot_config import SpotConfig
+    from theia_ros.robots.spot.config import SpotConfig
 
     limits = SpotConfig().safety_limits()
     assert limits.max_tracking_error_m is not None

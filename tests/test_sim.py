@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from theia_ros import kinematics as K
-from theia_ros.adapters.sim import SimWidowX
+from theia_ros.control import kinematics as K
+from theia_ros.robots.sim import SimWidowX
 from theia_ros.sim import scene as S
 from theia_ros.sim.door_env import DoorEnv
 from theia_ros.sim.expert import DoorExpert, run_expert_episode

@@ -28,11 +28,11 @@ from spot_standin.fixtures import (
     standin,
 )
 
-from theia_ros.adapters.spot import SpotAdapter, SpotConfig
-from theia_ros.adapters.spot_io import decode_image, load_credentials, quat_to_rpy, rpy_to_quat
 from theia_ros.control.observation import JOINTS_KEY
 from theia_ros.control.rotations import matrix_to_rpy, rpy_to_matrix
 from theia_ros.errors import TheiaError
+from theia_ros.robots.spot.adapter import SpotAdapter, SpotConfig
+from theia_ros.robots.spot.io import decode_image, load_credentials, quat_to_rpy, rpy_to_quat
 
 START_UP = ["auth", "time_sync", "estop_status", "lease_acquire", "power_on", "stand"]
 

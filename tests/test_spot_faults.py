@@ -17,9 +17,9 @@ import pytest
 from bosdyn.api import robot_command_pb2
 from spot_standin.fixtures import config_for, pose_action, robot_env, standin, wait_until
 
-from theia_ros.adapters.spot import SpotAdapter
 from theia_ros.control import ControlLoop, Freshness, LoopConfig, LoopState, SafetyFilter
 from theia_ros.errors import TheiaError
+from theia_ros.robots.spot.adapter import SpotAdapter
 from theia_ros.types import Observation
 
 RATE_HZ = 20.0

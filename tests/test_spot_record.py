@@ -22,18 +22,18 @@ from spot_standin import SpotStandIn
 from spot_standin.fixtures import PASSWORD, USERNAME, config_for, robot_env  # noqa: F401
 from spot_standin.robot import CLAW_CLOSED_RAD, CLAW_OPEN_RAD, StandInRobot
 
-from theia_ros.adapters.spot_io import quat_to_rpy
-from theia_ros.adapters.spot_scripted import (
+from theia_ros.control.rotations import rotation_angle, rpy_to_matrix
+from theia_ros.dataset import EpisodeDataset
+from theia_ros.errors import TheiaError
+from theia_ros.record.spot import record_spot
+from theia_ros.record.spot_script import (
     DEMO_PHASES,
     DrawerScript,
     ScriptedDrawerPolicy,
     plan_demo,
     plan_reset,
 )
-from theia_ros.control.rotations import rotation_angle, rpy_to_matrix
-from theia_ros.dataset import EpisodeDataset
-from theia_ros.errors import TheiaError
-from theia_ros.spot_record import record_spot
+from theia_ros.robots.spot.io import quat_to_rpy
 from theia_ros.types import ActionKind, Observation
 
 IMAGE_HW = (96, 128)
@@ -241,10 +241,10 @@ def test_recorder_node_spot_gamepad(small_standin, robot_env, tmp_path) -> None:
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Joy
 
-    from theia_ros.adapters.spot import SpotAdapter
-    from theia_ros.adapters.spot_io import ARM_JOINTS
-    from theia_ros.nodes.recorder_node import RecorderNode
-    from theia_ros.nodes.robots import RobotSetup
+    from theia_ros.robots.registry import RobotSetup
+    from theia_ros.robots.spot.adapter import SpotAdapter
+    from theia_ros.robots.spot.io import ARM_JOINTS
+    from theia_ros.ros.recorder_node import RecorderNode
 
     cfg = config_for(small_standin)
     setup = RobotSetup(SpotAdapter(cfg), cfg.safety_limits(), None, images_from_topic=False,

@@ -9,7 +9,7 @@ and cannot be installed here. These tests therefore drive :class:`WidowXAdapter`
 ``arm.go_to_sleep_pose``, ``gripper.grasp``, ``gripper.release``). It records every call,
 moves its joints to the last command at once (ideal servos), and can refuse commands, raise,
 or report a motor hardware error on demand. What is real: our IK/FK
-(``theia_ros.kinematics``), the action semantics, the control loop and safety filter in the
+(``theia_ros.control.kinematics``), the action semantics, the control loop and safety filter in the
 integration test. The same action semantics run against physics in the MuJoCo twin tests.
 """
 
@@ -22,8 +22,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from theia_ros import kinematics as K
-from theia_ros.adapters.widowx import WidowXAdapter, WidowXConfig, interbotix_factory
 from theia_ros.control import (
     ControlLoop,
     Freshness,
@@ -35,8 +33,10 @@ from theia_ros.control import (
     SafetyFilter,
     SafetyLimits,
 )
+from theia_ros.control import kinematics as K
 from theia_ros.control.rotations import apply_ee_delta, rotation_angle, rpy_to_matrix
 from theia_ros.errors import TheiaError
+from theia_ros.robots.widowx import WidowXAdapter, WidowXConfig, interbotix_factory
 from theia_ros.types import Action, ActionKind
 
 START_Q = np.array([0.0, -0.5, 0.6, 0.0, 0.4, 0.0])  # fingertip ~0.35 m ahead, 0.25 m up

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from theia_ros.adapters.spot import SpotAdapter, SpotConfig
+from theia_ros.robots.spot.adapter import SpotAdapter, SpotConfig
 from theia_ros.types import Action, ActionKind
 
 from .server import SpotStandIn

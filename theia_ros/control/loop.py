@@ -34,6 +34,7 @@ from theia_ros.control.clock import Clock, MonotonicClock
 from theia_ros.control.observation import Freshness, HoldReason, ImageCache
 from theia_ros.control.ratelog import RateLimitedLogger
 from theia_ros.control.safety import SafetyFilter
+from theia_ros.control.schedule import Deadlines
 from theia_ros.control.stats import LoopStats
 from theia_ros.errors import TheiaError
 from theia_ros.types import Action, RobotAdapter
@@ -244,15 +245,14 @@ class ControlLoop:
             self.start()
         period = self.period_s
         t0 = self.clock.now()
-        deadline = t0 if self._last_command_s is None else max(t0, self._last_command_s + period)
+        start = t0 if self._last_command_s is None else max(t0, self._last_command_s + period)
+        deadlines = Deadlines(period, self.clock, start_s=start)
         n = 0
         try:
             while self._state in (LoopState.RUNNING, LoopState.PAUSED) \
                     and not self._stop_requested:
-                now = self.clock.now()
-                if now < deadline:
-                    self.clock.sleep(deadline - now)
-                    now = self.clock.now()
+                deadline = deadlines.next_s
+                now = deadlines.wait()
                 with self._lock:
                     if self._state not in (LoopState.RUNNING, LoopState.PAUSED):
                         break
@@ -262,16 +262,13 @@ class ControlLoop:
                 self._emit(report)
                 n += 1
                 end = self.clock.now()
-                nxt = deadline + period
-                if end > nxt:  # ran past the next deadline: reschedule from now, no catch-up
-                    nxt = end + period
-                    missed = max(1, math.floor((nxt - deadline) / period + 1e-9) - 1)
+                missed = deadlines.advance(end)
+                if missed:
                     with self.stats.lock:
                         self.stats.overruns += 1
                         self.stats.missed_ticks += missed
                     self._log.log(logging.WARNING, "overrun", "tick %d overran: %.1f ms, "
                                   "%d slot(s) skipped", report.index, 1e3 * (end - now), missed)
-                deadline = nxt
                 if max_ticks is not None and n >= max_ticks:
                     break
                 if duration_s is not None and end - t0 >= duration_s:

@@ -4,7 +4,7 @@ Conventions as in :mod:`theia_ros.types`: poses ``[x, y, z, roll, pitch, yaw]`` 
 XYZ Euler angles, ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)``. An end-effector delta translates in
 the base frame and *pre*-multiplies its rotation (a rotation about base-frame axes through the
 EE point): ``R_new = R(d_rpy) @ R_old``, ``p_new = p_old + d_xyz``. This is the same semantics
-as ``theia_ros.kinematics.apply_ee_delta`` (the sim twin and the WidowX adapter), checked in
+as ``control.kinematics.apply_ee_delta`` (the sim twin and the WidowX adapter), checked in
 ``tests/test_safety.py``.
 """
 

@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from theia_ros import kinematics as K
+from theia_ros.control import kinematics as K
 from theia_ros.sim import scene as S
 from theia_ros.sim.success import DoorStage, door_stage
 

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from theia_ros import kinematics as K
+from theia_ros.control import kinematics as K
 from theia_ros.sim import scene as S
 
 HOOK_PITCH_RAD = 1.3  # tool x tilted 75 deg below horizontal, tip toward the door
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import time
 
-    from theia_ros.adapters.sim import SimWidowX
+    from theia_ros.robots.sim import SimWidowX
     from theia_ros.sim.success import DoorStage
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -1,6 +1,6 @@
 """The door-opening scene: a WidowX 250s from primitive geoms in front of a toy-kitchen fridge.
 
-The MJCF is built once as a string over the chain in ``theia_ros.kinematics`` (so the sim and
+The MJCF is built once as a string over the chain in ``control.kinematics`` (so the sim and
 the real-arm adapter share every link length); per-episode randomisation (``SceneParams``)
 then edits model fields in place, so one compiled model and one renderer serve every episode.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theia_ros import kinematics as K
+from theia_ros.control import kinematics as K
 
 # Nominal geometry (metres). Door-local frame: origin on the hinge axis at the door's bottom,
 # x out of the fridge (toward the robot is -x when closed), the door spans local -y.

@@ -103,8 +103,8 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     if args.action == "import-bag":
-        from training.dataset.bag_config import load_bag_config
-        from training.dataset.bag_import import import_bag
+        from training.bags.bag_config import load_bag_config
+        from training.bags.bag_import import import_bag
 
         config = load_bag_config(args.config)
         for k, bag in enumerate(args.bags):
@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
     if args.action == "view":
-        from training.dataset.view import render_episode
+        from training.dataset_view import render_episode
 
         if args.out.suffix.lower() != ".mp4":
             raise TheiaError(f"--out {args.out}: expected a .mp4 file name")

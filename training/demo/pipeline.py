@@ -141,7 +141,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 def evaluate(config: DemoConfig, bundle: Path, video: Path | None,
              log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[float]]:
     """Run the bundle on held-out seeds through the control core; -> (summary, tick ms)."""
-    from theia_ros.cli_run import RunSettings, run_episodes
+    from theia_ros.evaluate.rollout import RunSettings, run_episodes
     from theia_ros.runtime import load
 
     runtime = load(bundle, backend=config.backend, threads=config.threads)

@@ -1,7 +1,7 @@
 """Stage 1 of the demo: scripted door-opening demonstrations, recorded like a teleoperator's.
 
 The scripted expert (``theia_ros.sim.expert.DoorExpert``) plays the person: each tick it
-picks an EE delta, which goes through ``theia_ros.cli_record.EpisodeRecorder`` - the same
+picks an EE delta, which goes through ``theia_ros.record.session.EpisodeRecorder`` - the same
 safety filter and ``DatasetWriter`` path the keyboard recorder uses - so the dataset is
 exactly what ``theia record`` would write. Only demonstrations where the door ends fully
 open are kept (a failed one is discarded and the next seed tried). After the expert is done
@@ -24,9 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from theia_ros.atomic import atomic_write_json as _write_json_atomic
-from theia_ros.cli_record import TASK, EpisodeRecorder, open_writer
 from theia_ros.control.safety import SafetyFilter, SafetyLimits
 from theia_ros.errors import TheiaError
+from theia_ros.record.session import TASK, EpisodeRecorder, open_writer
 from theia_ros.sim.success import DoorStage
 
 SEEDS_FILE = "demo_seeds.json"
@@ -50,7 +50,7 @@ def record_demos(root: str | Path, num_episodes: int, *, first_seed: int = 0,
     Seeds ``first_seed, first_seed + 1, ...`` (training scenes; evaluation uses others).
     ``noise`` adds the expert's small command jitter (more varied states to learn from).
     """
-    from theia_ros.adapters.sim import SimWidowX
+    from theia_ros.robots.sim import SimWidowX
     from theia_ros.sim.expert import DoorExpert
 
     if num_episodes < 1:

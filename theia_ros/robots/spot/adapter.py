@@ -55,10 +55,10 @@ from bosdyn.client.robot_command import (
 from bosdyn.client.robot_state import RobotStateClient
 from bosdyn.client.time_sync import TimeSyncError
 
-from theia_ros.adapters.spot_config import SpotConfig
-from theia_ros.adapters.spot_io import decode_image, load_credentials, read_arm, rpy_to_quat
 from theia_ros.control.observation import JOINTS_KEY
 from theia_ros.errors import TheiaError
+from theia_ros.robots.spot.config import SpotConfig
+from theia_ros.robots.spot.io import decode_image, load_credentials, read_arm, rpy_to_quat
 from theia_ros.types import Action, ActionKind, Observation, RobotAdapter
 
 __all__ = ["SpotAdapter", "SpotConfig", "SpotFault"]

@@ -2,7 +2,7 @@
 
 An ``EE_DELTA`` action ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` moves the fingertip
 centre (``ee_gripper_link``) by ``d_xyz`` in the arm base frame and pre-multiplies the delta
-rotation in the base frame (``theia_ros.kinematics.apply_ee_delta``). The delta applies to the
+rotation in the base frame (``control.kinematics.apply_ee_delta``). The delta applies to the
 arm's current *target* (the last commanded pose), so deltas add up exactly and a zero action
 holds still instead of freezing the servo lag; when the measured pose is more than
 ``resync_m`` / ``resync_rad`` away from that target (contact blocks the arm, or after a
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theia_ros import kinematics as K
+from theia_ros.control import kinematics as K
 from theia_ros.sim.success import DoorStage
 from theia_ros.types import Action, ActionKind, Observation, RobotAdapter
 

@@ -24,9 +24,8 @@ from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from theia_ros.errors import TheiaError
-from theia_ros.nodes import ros_common as rc
-from theia_ros.nodes.params import ENCODER_NODE_PARAMS
-from theia_ros.nodes.policy_node import spin_node
+from theia_ros.ros import common as rc
+from theia_ros.ros.params import ENCODER_NODE_PARAMS
 
 
 def features_message(tokens: np.ndarray) -> Float32MultiArray:
@@ -112,7 +111,7 @@ class EncoderNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Console script ``encoder_node``."""
-    return spin_node(EncoderNode, argv if argv is not None else sys.argv, "encoder_node")
+    return rc.spin_node(EncoderNode, argv if argv is not None else sys.argv, "encoder_node")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ from tqdm import tqdm
 from theia_ros.dataset import DatasetWriter
 from theia_ros.errors import TheiaError
 from theia_ros.types import ActionKind
-from training.dataset import ros_msgs
-from training.dataset.bag_config import BagImportConfig
-from training.dataset.sync import (
+from training.bags import ros_msgs
+from training.bags.bag_config import BagImportConfig
+from training.bags.sync import (
     SyncPlan,
     coverage,
     held_index,

@@ -1,6 +1,6 @@
 """WidowX 250s through Interbotix's ROS 2 Python API (``interbotix_xs_modules``).
 
-Action semantics are the sim twin's (``theia_ros.adapters.sim``): an ``EE_DELTA`` action
+Action semantics are the sim twin's (``theia_ros.robots.sim``): an ``EE_DELTA`` action
 ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` moves the fingertip centre
 (``ee_gripper_link``) by ``d_xyz`` in the arm base frame and pre-multiplies the delta
 rotation in the base frame, starting from the *measured* pose; ``gripper`` is the open
@@ -9,7 +9,7 @@ fraction.
 Why we solve IK ourselves: Interbotix's ``set_ee_pose_components`` runs a numerical IK
 (modern_robotics ``IKinSpace``) from three fixed seeds, which fails for targets more than a
 few cm from the seed and composes some rotations in a frame other than ours. Instead,
-``theia_ros.kinematics.solve_ik`` (the same code the sim uses) is seeded from the measured
+``theia_ros.control.kinematics.solve_ik`` (the same code the sim uses) is seeded from the measured
 joints, and the answer goes out as one non-blocking joint-group command
 (``bot.arm.set_joint_positions(q, moving_time=period, blocking=False)``), which the servos'
 time-based profile reaches within the 0.2 s step. Interbotix's own joint and velocity limit
@@ -27,7 +27,7 @@ adapter has no camera: the ROS node feeds images through ``theia_ros.control.Ima
 
 Example (inside the ROS install, with ``xsarm_control.launch.py robot_model:=wx250s`` up)::
 
-    from theia_ros.adapters.widowx import WidowXAdapter, WidowXConfig
+    from theia_ros.robots.widowx import WidowXAdapter, WidowXConfig
     with WidowXAdapter(WidowXConfig()) as arm:   # connect ... safe_stop + disconnect
         loop = ControlLoop(arm, policy, SafetyFilter(SafetyLimits.wx250s()), images=cache)
         loop.run(duration_s=60)
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from theia_ros import kinematics as K
+from theia_ros.control import kinematics as K
 from theia_ros.control.observation import JOINTS_KEY
 from theia_ros.control.ratelog import RateLimitedLogger
 from theia_ros.control.rotations import ee_delta_between

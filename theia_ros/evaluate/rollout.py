@@ -1,31 +1,18 @@
-"""``theia run``: run a policy bundle closed-loop on the MuJoCo twin through the control core.
+"""Closed-loop episodes of a policy on the MuJoCo twin, through the real control core.
 
-Each episode resets the sim to a randomised scene (``--seed``, ``--seed + 1``, ...), then
-the real control core drives it: ``ControlLoop`` at the bundle's control rate (real-time
-pacing on the monotonic clock), action chunking (re-plan every ``--replan-every`` ticks, optional
-temporal ensembling), the wx250s ``SafetyFilter``, and the ``SimWidowX`` adapter. An episode
-ends when the door is fully open (the success detector) or after ``--max-steps`` ticks. The
-door's best stage per episode gives the per-stage success (open / fully open); tick timings
-give the control-step latency. ``--fast`` swaps the clock for a manual one, so episodes run
-as fast as the machine allows (same decisions, but latency numbers then mean nothing).
-Torch-free with the onnxruntime backend.
-
-Example::
-
-    theia run --bundle outputs/demo/bundle --robot sim --episodes 5 --seed 10000 \\
-        --video rollout.mp4 --json run.json
+Used by ``theia run``, ``theia demo`` and evaluation: each episode resets the sim to a
+randomised scene, then ``ControlLoop`` drives ``SimWidowX`` through the safety filter at
+the bundle's rate. Results carry the door's per-stage outcome and the tick timings;
+an optional MP4 shows the first episodes with their status drawn on.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +29,11 @@ from theia_ros.control import (
     SafetyLimits,
     TickReport,
 )
-from theia_ros.errors import TheiaError
+from theia_ros.evaluate.video import VideoWriter, annotate
 from theia_ros.sim.success import DoorStage
 from theia_ros.types import Action, Observation, RobotAdapter
 
 log = logging.getLogger(__name__)
-VIDEO_SCALE = 2  # 224 -> 448 px, so the overlay text is legible
 
 
 @dataclass(frozen=True)
@@ -151,65 +137,6 @@ class _Tap(RobotAdapter):
         self.inner.safe_stop()
 
 
-class VideoWriter:
-    """MP4 (H.264) of RGB frames at the control rate; written to a temp file, then renamed."""
-
-    def __init__(self, path: str | Path, fps: float) -> None:
-        import av
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
-        self._container = av.open(str(self._tmp), mode="w")
-        self._stream = None
-        self._fps = max(1, round(fps))
-        self.frames = 0
-
-    def write(self, rgb: np.ndarray) -> None:
-        import av
-
-        if self._stream is None:
-            self._stream = self._container.add_stream("libx264", rate=self._fps)
-            self._stream.height, self._stream.width = rgb.shape[0], rgb.shape[1]
-            self._stream.pix_fmt = "yuv420p"
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> Path | None:
-        """Finish the file; None (and nothing written) when no frame came."""
-        if self._stream is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
-        if self.frames == 0:
-            self._tmp.unlink(missing_ok=True)
-            return None
-        os.replace(self._tmp, self.path)
-        return self.path
-
-
-def annotate(image: np.ndarray, lines: Sequence[str], stage: DoorStage) -> np.ndarray:
-    """Upscaled copy of ``image`` ``[H, W, 3]`` with text lines and a stage-coloured border."""
-    import cv2
-
-    img = cv2.resize(image, None, fx=VIDEO_SCALE, fy=VIDEO_SCALE,
-                     interpolation=cv2.INTER_NEAREST)
-    colour = {DoorStage.CLOSED: (200, 60, 60), DoorStage.OPEN: (230, 180, 40),
-              DoorStage.FULLY_OPEN: (60, 200, 60)}[stage]
-    cv2.rectangle(img, (0, 0), (img.shape[1] - 1, img.shape[0] - 1), colour, 6)
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.55
-    for i, text in enumerate(lines):
-        y = 24 + 22 * i
-        # A dark box, not a thick black outline: Hershey glyph advances grow with stroke
-        # thickness, so an outline drawn thicker drifts away from the text it should frame.
-        (w, h), base = cv2.getTextSize(text, font, scale, 1)
-        cv2.rectangle(img, (7, y - h - 4), (13 + w, y + base + 1), (0, 0, 0), -1)
-        cv2.putText(img, text, (10, y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return img
-
-
 def _timed(policy: Callable[[Observation], np.ndarray], out: list[float]
            ) -> Callable[[Observation], np.ndarray]:
     """Wrap ``policy`` to log its wall-clock latency (the loop's clock may be manual)."""
@@ -230,7 +157,7 @@ def run_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequence[in
     ``video`` records the first ``video_episodes`` episodes (annotated with seed, step, door
     angle and stage) into one MP4.
     """
-    from theia_ros.adapters.sim import SimWidowX  # imports mujoco
+    from theia_ros.robots.sim import SimWidowX  # imports mujoco
 
     settings = settings or RunSettings()
     clock = ManualClock() if settings.fast else MonotonicClock()
@@ -301,71 +228,3 @@ def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
                          door_angle_deg=math.degrees(state["angle_rad"]),
                          wall_s=time.perf_counter() - t0, holds=int(state["holds"]),
                          interventions=dict(stats["interventions"]))
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", required=True, help="policy bundle (theia export)")
-    parser.add_argument("--robot", choices=["sim"], required=True,
-                        help="robot to drive (the real arms run through the ROS nodes)")
-    parser.add_argument("--backend", default="auto",
-                        help="auto | onnxruntime | tensorrt | torch (default auto)")
-    parser.add_argument("--episodes", type=int, default=1, help="episodes to run (1)")
-    parser.add_argument("--seed", type=int, default=10_000,
-                        help="scene seed of the first episode (default 10000: the demo's "
-                             "held-out range)")
-    parser.add_argument("--max-steps", type=int, default=60, help="ticks per episode (60)")
-    parser.add_argument("--replan-every", type=int, default=1,
-                        help="ticks between policy calls (1)")
-    parser.add_argument("--no-ensemble", action="store_true",
-                        help="execute chunks as planned instead of temporal ensembling")
-    parser.add_argument("--fast", action="store_true",
-                        help="no real-time pacing (evaluation only; latencies meaningless)")
-    parser.add_argument("--video", default=None, help="MP4 of the first --video-episodes")
-    parser.add_argument("--video-episodes", type=int, default=1)
-    parser.add_argument("--json", default=None, help="write the results as JSON here")
-
-
-def main(args: argparse.Namespace) -> int:
-    from theia_ros.runtime import load
-
-    if args.episodes < 1 or args.max_steps < 1:
-        raise TheiaError("--episodes and --max-steps must be >= 1")
-    runtime = load(args.bundle, backend=args.backend)
-    meta = runtime.meta
-    if meta.action_kind != "ee_delta" or meta.state_dim != 7:
-        raise TheiaError(f"{args.bundle}: action_kind {meta.action_kind!r}, state_dim "
-                         f"{meta.state_dim}; the sim WidowX needs ee_delta and 7")
-    if meta.image_hw[0] != meta.image_hw[1]:
-        raise TheiaError(f"{args.bundle}: camera size {meta.image_hw}; the sim camera is square")
-    settings = RunSettings(rate_hz=float(meta.control_rate_hz), max_steps=args.max_steps,
-                           replan_every=args.replan_every,
-                           temporal_ensemble=not args.no_ensemble, fast=args.fast)
-    seeds = list(range(args.seed, args.seed + args.episodes))
-
-    def show(ep: EpisodeResult) -> None:
-        print(f"seed {ep.seed}: {ep.final_stage.lower()} (best {ep.best_stage.lower()}, door "
-              f"{ep.door_angle_deg:.0f} deg) in {ep.steps} steps, {ep.wall_s:.1f} s")
-
-    result = run_episodes(runtime, seeds, settings, image_size=meta.image_hw[0],
-                          video=args.video, video_episodes=args.video_episodes,
-                          on_episode=show)
-    summary = result.summary()
-    tick = summary["tick_ms"]
-    print(f"success {summary['success']}/{summary['episodes']} (fully open at the end); "
-          f"reached open {summary['reached_open']}, fully open {summary['reached_fully_open']}")
-    if not settings.fast and tick["p50"] is not None:
-        print(f"control step p50 {tick['p50']:.1f} ms, p90 {tick['p90']:.1f} ms, p99 "
-              f"{tick['p99']:.1f} ms at {settings.rate_hz:g} Hz ({runtime.backend}); "
-              f"overruns {summary['overruns']}")
-    if args.video:
-        print(f"video: {args.video}")
-    if args.json:
-        doc = {"settings": asdict(settings), "summary": summary,
-               "episodes": [asdict(e) for e in result.episodes]}
-        path = Path(args.json)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, path)
-    runtime.close()
-    return 0

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
 import threading
 import time
@@ -44,11 +43,9 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
@@ -63,17 +60,17 @@ from theia_ros.control import (
     TickReport,
 )
 from theia_ros.errors import TheiaError
-from theia_ros.nodes import ros_common as rc
-from theia_ros.nodes.params import POLICY_NODE_PARAMS
-from theia_ros.nodes.robots import RobotContext, RobotSetup, build_robot, override_limits
-from theia_ros.nodes.task_config import (
+from theia_ros.robots.joint_state import JointStateCache
+from theia_ros.robots.registry import RobotContext, RobotSetup, build_robot, override_limits
+from theia_ros.ros import common as rc
+from theia_ros.ros.params import POLICY_NODE_PARAMS
+from theia_ros.ros.task_config import (
     TaskConfig,
     load_task_config,
     node_defaults,
     policy_node_parameters,
     resolve_path,
 )
-from theia_ros.nodes.topic_robot import JointStateCache
 from theia_ros.types import ActionKind
 
 DYNAMIC = ("max_image_age_s", "max_joint_age_s")
@@ -330,44 +327,13 @@ class PolicyNode(Node):
                 logging.getLogger("theia_ros").removeHandler(self._log_handler)
 
 
-def spin_node(make_node: Any, argv: list[str] | None, name: str) -> int:
-    """Shared ``main``: init without rclpy's signal handlers (so Ctrl-C / SIGTERM reach us
-    while the context is still alive and the safe stop can use it), spin, clean up."""
-    from rclpy.signals import SignalHandlerOptions
-
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-
-    def _term(_sig: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    node = None
-    rc_ = 0
-    try:
-        node = make_node()
-        executor = SingleThreadedExecutor()  # the control tick has its own thread
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except TheiaError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        rc_ = 2
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return rc_
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console script ``policy_node`` (ROS arguments: ``--ros-args -p name:=value``)."""
-    return spin_node(PolicyNode, argv if argv is not None else sys.argv, "policy_node")
+    return rc.spin_node(PolicyNode, argv if argv is not None else sys.argv, "policy_node")
 
 
 if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["PolicyNode", "main", "spin_node"]
+__all__ = ["PolicyNode", "main"]

@@ -27,9 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("training.cli.dataset", "demo datasets: import-bag | info | view"),
     "train-policy": ("training.cli.train_policy", "train a CNN-MLP or diffusion policy"),
     "export": ("training.cli.export", "export a policy to an ONNX bundle"),
-    "bench": ("theia_ros.cli_bench", "latency of encoder, head and control step per backend"),
-    "record": ("theia_ros.cli_record", "teleoperate and record demonstrations"),
-    "run": ("theia_ros.cli_run", "run a policy bundle closed-loop on a robot or the sim"),
+    "bench": ("theia_ros.cli.bench", "latency of encoder, head and control step per backend"),
+    "record": ("theia_ros.cli.record", "teleoperate and record demonstrations"),
+    "run": ("theia_ros.cli.run", "run a policy bundle closed-loop on a robot or the sim"),
     "demo": ("training.cli.demo", "sim demo: record -> train -> export -> run at 5 Hz"),
 }
 

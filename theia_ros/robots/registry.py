@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theia_ros import kinematics as K
 from theia_ros.control import SafetyLimits
+from theia_ros.control import kinematics as K
 from theia_ros.control.safety import JointSolver
 from theia_ros.errors import TheiaError
-from theia_ros.nodes.task_config import TaskConfig, base_limits
-from theia_ros.nodes.topic_robot import DryRunRobot, JointStateCache
+from theia_ros.robots.dry_run import DryRunRobot
+from theia_ros.robots.joint_state import JointStateCache
+from theia_ros.ros.task_config import TaskConfig, base_limits
 from theia_ros.types import ActionKind, RobotAdapter
 
 
@@ -77,7 +78,7 @@ def _need_kind(robot: str, ctx: RobotContext, kind: ActionKind) -> None:
 def _widowx(ctx: RobotContext) -> RobotSetup:
     from dataclasses import replace
 
-    from theia_ros.adapters.widowx import WidowXAdapter, WidowXConfig
+    from theia_ros.robots.widowx import WidowXAdapter, WidowXConfig
 
     _need_kind("widowx", ctx, ActionKind.EE_DELTA)
     cfg = ctx.config.widowx_config() if ctx.config is not None else WidowXConfig()
@@ -87,7 +88,7 @@ def _widowx(ctx: RobotContext) -> RobotSetup:
 
 
 def _sim(ctx: RobotContext) -> RobotSetup:
-    from theia_ros.adapters.sim import SimWidowX
+    from theia_ros.robots.sim import SimWidowX
 
     _need_kind("sim", ctx, ActionKind.EE_DELTA)
     h, w = ctx.image_hw
@@ -99,8 +100,8 @@ def _sim(ctx: RobotContext) -> RobotSetup:
 
 
 def _spot(ctx: RobotContext) -> RobotSetup:
-    from theia_ros.adapters.spot import SpotAdapter
-    from theia_ros.adapters.spot_io import ARM_JOINTS
+    from theia_ros.robots.spot.adapter import SpotAdapter
+    from theia_ros.robots.spot.io import ARM_JOINTS
 
     _need_kind("spot", ctx, ActionKind.EE_ABSOLUTE)
     if ctx.config is None:

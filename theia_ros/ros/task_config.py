@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from theia_ros.errors import TheiaError
-from theia_ros.nodes.params import (
+from theia_ros.ros.params import (
     POLICY_NODE_PARAMS,
     RECORDER_NODE_PARAMS,
     ROBOTS,
@@ -93,12 +93,12 @@ class TaskConfig:
         return SafetyLimits.from_dict(self.safety, base=base, source=f"{self.path}: safety")
 
     def widowx_config(self):
-        from theia_ros.adapters.widowx import WidowXConfig
+        from theia_ros.robots.widowx import WidowXConfig
 
         return _build(WidowXConfig, self.widowx, f"{self.path}: widowx")
 
     def spot_config(self):
-        from theia_ros.adapters.spot_config import SpotConfig
+        from theia_ros.robots.spot.config import SpotConfig
 
         return SpotConfig.from_mapping(self.spot, source=f"{self.path}: spot")
 

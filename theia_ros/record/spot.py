@@ -1,7 +1,7 @@
 """Scripted demonstrations on Spot, recorded in the same dataset format as every recorder.
 
 ``record_spot`` connects the Spot adapter (``bosdyn-client``: lease, power, stand), drives the
-arm with the scripted drawer-opening policy (``theia_ros.adapters.spot_scripted``) through the
+arm with the scripted drawer-opening policy (``theia_ros.record.spot_script``) through the
 same control core as a learned policy (fixed-rate loop, freshness checks, safety filter), and
 records every commanding tick into a LeRobot-v3 dataset (``theia_ros.dataset``): the camera
 frames and arm state the tick acted on, and as ``action`` the absolute hand pose + claw open
@@ -21,22 +21,13 @@ Example (``theia record`` dispatches ``--robot spot`` here)::
 
 from __future__ import annotations
 
-import argparse
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from theia_ros.adapters.spot_scripted import (
-    DrawerScript,
-    ScriptedDrawerPolicy,
-    check_plan_inside,
-    plan_demo,
-    plan_reset,
-)
 from theia_ros.control import (
     ControlLoop,
     Freshness,
@@ -46,7 +37,15 @@ from theia_ros.control import (
     SafetyLimits,
     TickReport,
 )
+from theia_ros.control.schedule import Deadlines
 from theia_ros.errors import TheiaError
+from theia_ros.record.spot_script import (
+    DrawerScript,
+    ScriptedDrawerPolicy,
+    check_plan_inside,
+    plan_demo,
+    plan_reset,
+)
 from theia_ros.types import ActionKind, Observation
 
 log = logging.getLogger(__name__)
@@ -93,9 +92,9 @@ class _FrameSink:
 
 
 def _open_writer(out: Path, fps: int, obs: Observation, cameras: tuple[str, ...]):
-    from theia_ros.adapters.spot_io import ARM_JOINTS
     from theia_ros.dataset import DatasetWriter
     from theia_ros.dataset.layout import INFO_PATH
+    from theia_ros.robots.spot.io import ARM_JOINTS
 
     shapes = {c: tuple(obs.images[c].shape[:2]) for c in cameras}
     state_dim = obs.joint_positions.size + 1
@@ -118,18 +117,16 @@ def _run_plan(loop: ControlLoop, policy: ScriptedDrawerPolicy, period_s: float,
               what: str) -> None:
     """Tick at the loop's rate until every waypoint of the policy's plan was sent."""
     limit = 3 * len(policy.plan) + 25  # holds (stale camera) repeat a waypoint, within reason
-    deadline = time.monotonic()
+    deadlines = Deadlines(period_s)
     for _ in range(limit):
         if policy.done:
             return
-        delay = deadline - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        deadlines.wait()
         loop.step()
         if loop.state is LoopState.FAULTED:
             raise TheiaError(f"spot record: {what} stopped by a fault ({loop.last_fault}); "
                              "the robot was safe-stopped")
-        deadline = max(deadline + period_s, time.monotonic())  # late: no catch-up burst
+        deadlines.advance()
     if not policy.done:
         holds = dict(loop.stats.holds)
         raise TheiaError(f"spot record: {what} did not finish within {limit} ticks "
@@ -159,7 +156,7 @@ def record_spot(config, out: str | Path, episodes: int, *,
     Raises TheiaError on a robot fault (after a safe stop; the unfinished episode is dropped,
     saved ones stay), a script that leaves the workspace, or a mismatched dataset.
     """
-    from theia_ros.adapters.spot import SpotAdapter
+    from theia_ros.robots.spot.adapter import SpotAdapter
 
     if not isinstance(episodes, int) or episodes < 1:
         raise TheiaError(f"episodes: expected a positive integer, got {episodes!r}")
@@ -224,45 +221,3 @@ def record_spot(config, out: str | Path, episodes: int, *,
     return result
 
 
-def main_spot(args: argparse.Namespace) -> int:
-    """``theia record --robot spot --scripted``: task YAML (``--config``) -> record_spot.
-
-    Reads ``args.config`` (task YAML with a ``spot:`` block and ``safety:``), ``args.script``
-    (optional YAML of :class:`DrawerScript` fields), ``args.out``, ``args.episodes``,
-    ``args.seed`` and ``args.scripted``.
-    """
-    import yaml
-
-    from theia_ros.nodes.task_config import base_limits, load_task_config
-
-    if not getattr(args, "scripted", False):
-        raise TheiaError("theia record --robot spot records scripted demonstrations only: add "
-                         "--scripted (gamepad teleop on Spot: recorder_node with robot:=spot)")
-    config_path = getattr(args, "config", None) or "config/spot_drawer.yaml"
-    task_cfg = load_task_config(config_path)
-    if task_cfg.robot != "spot":
-        raise TheiaError(f"{config_path}: robot is {task_cfg.robot!r}; --robot spot needs a "
-                         "task config with robot: spot")
-    spot_cfg = task_cfg.spot_config()
-    rate_hz = task_cfg.control.get("rate_hz")
-    if rate_hz is not None and abs(float(rate_hz) - spot_cfg.rate_hz) > 1e-9:
-        raise TheiaError(f"{config_path}: control.rate_hz ({rate_hz}) and spot.rate_hz "
-                         f"({spot_cfg.rate_hz}) differ; the recording rate must be one")
-    script = DrawerScript()
-    script_path = getattr(args, "script", None)
-    if script_path:
-        path = Path(script_path)
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise TheiaError(f"{path}: cannot read the drawer script ({exc})") from None
-        if not isinstance(doc, dict):
-            raise TheiaError(f"{path}: expected a mapping of DrawerScript fields")
-        script = DrawerScript.from_mapping(doc, source=str(path))
-    fresh = task_cfg.freshness({"cameras": list(spot_cfg.cameras)})
-    result = record_spot(spot_cfg, args.out, int(args.episodes or 1), script=script,
-                         limits=task_cfg.safety_limits(base_limits(task_cfg)),
-                         freshness=fresh, seed=int(getattr(args, "seed", 0) or 0))
-    print(f"saved {len(result.episodes)} Spot episode(s) ({sum(result.successes)} "
-          f"successful) to {args.out}")
-    return 0

@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from theia_ros.nodes.params import POLICY_NODE_PARAMS, RECORDER_NODE_PARAMS
-from theia_ros.nodes.task_config import (
+from theia_ros.ros.params import POLICY_NODE_PARAMS, RECORDER_NODE_PARAMS
+from theia_ros.ros.task_config import (
     LAUNCH_OVERRIDES,
     RECORDER_LAUNCH_OVERRIDES,
     TaskConfig,

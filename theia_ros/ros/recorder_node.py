@@ -58,19 +58,18 @@ from theia_ros.control import (
 )
 from theia_ros.dataset.layout import INFO_PATH
 from theia_ros.errors import TheiaError
-from theia_ros.nodes import ros_common as rc
-from theia_ros.nodes.params import RECORDER_NODE_PARAMS
-from theia_ros.nodes.policy_node import spin_node
-from theia_ros.nodes.robots import RobotContext, RobotSetup, build_robot, robot_action_kind
-from theia_ros.nodes.task_config import (
+from theia_ros.robots.joint_state import JointStateCache
+from theia_ros.robots.registry import RobotContext, RobotSetup, build_robot, robot_action_kind
+from theia_ros.ros import common as rc
+from theia_ros.ros.params import RECORDER_NODE_PARAMS
+from theia_ros.ros.task_config import (
     TaskConfig,
     load_task_config,
     node_defaults,
     recorder_node_parameters,
     resolve_path,
 )
-from theia_ros.nodes.teleop_mapping import PoseIntegrator, TeleopMapper, TeleopScales
-from theia_ros.nodes.topic_robot import JointStateCache
+from theia_ros.ros.teleop_mapping import PoseIntegrator, TeleopMapper, TeleopScales
 from theia_ros.types import ActionKind, Observation
 
 SCALE_PARAMS = ("scale_linear_m", "scale_angular_rad", "deadzone", "teleop_timeout_s",
@@ -368,7 +367,7 @@ class RecorderNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Console script ``recorder_node``."""
-    return spin_node(RecorderNode, argv if argv is not None else sys.argv, "recorder_node")
+    return rc.spin_node(RecorderNode, argv if argv is not None else sys.argv, "recorder_node")
 
 
 if __name__ == "__main__":

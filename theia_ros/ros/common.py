@@ -6,12 +6,15 @@ Only this module and the ``*_node.py`` files import rclpy; everything they call 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import rclpy
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -20,6 +23,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -30,9 +34,10 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from theia_ros.control.schedule import Deadlines
 from theia_ros.errors import TheiaError
-from theia_ros.nodes.image_conversion import compressed_to_rgb, image_to_rgb
-from theia_ros.nodes.params import ParamSpec, validate
+from theia_ros.ros.image_conversion import compressed_to_rgb, image_to_rgb
+from theia_ros.ros.params import ParamSpec, validate
 
 SENSOR_QOS = qos_profile_sensor_data  # best effort, keep last 5: drop, never queue, old frames
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
@@ -205,7 +210,7 @@ class Ticker:
     starved the ticks and the camera callbacks for over a second (measured in
     ``tests/test_nodes_policy.py``). The control tick runs here instead, and the executor
     (single-threaded) only runs the cheap sensor, service and diagnostics callbacks.
-    A late tick is not caught up: the next deadline is the next grid point after now. An
+    A late tick is not caught up (:class:`~theia_ros.control.schedule.Deadlines`). An
     exception escaping ``fn`` is logged and counted (``errors``) and ticking goes on: the
     control loop turns policy and robot errors into safe stops itself, so what reaches here
     is a bug in glue code (publishing, diagnostics) that must not silently end the ticks.
@@ -225,18 +230,15 @@ class Ticker:
         return self
 
     def _run(self) -> None:
-        deadline = time.monotonic()
+        deadlines = Deadlines(self.period_s)
         while not self._stop.is_set():
             try:
                 self._fn()
             except Exception:
                 self.errors += 1
                 logging.getLogger(__name__).exception("control tick raised; still ticking")
-            deadline += self.period_s
-            now = time.monotonic()
-            if deadline <= now:  # overran: skip to the next grid point, never a burst
-                deadline += self.period_s * (1 + int((now - deadline) // self.period_s))
-            self._stop.wait(deadline - now)
+            deadlines.advance()
+            deadlines.wait(self._stop.wait)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop ticking and wait for a tick in progress to finish. Safe to call twice."""
@@ -293,3 +295,34 @@ class SensorIntake:
             self.joint_errors += 1
             self._node.get_logger().warning(f"dropped joint state: {exc}",
                                             throttle_duration_sec=2.0)
+
+
+def spin_node(make_node: Any, argv: list[str] | None, name: str) -> int:
+    """Shared ``main``: init without rclpy's signal handlers (so Ctrl-C / SIGTERM reach us
+    while the context is still alive and the safe stop can use it), spin, clean up."""
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+
+    def _term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    node = None
+    rc_ = 0
+    try:
+        node = make_node()
+        executor = SingleThreadedExecutor()  # the control tick has its own thread
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except TheiaError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        rc_ = 2
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return rc_

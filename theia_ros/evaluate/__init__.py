@@ -1,0 +1,1 @@
+"""Closed-loop evaluation on the sim twin: episodes, outcomes, timings and rollout videos."""

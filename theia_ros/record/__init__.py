@@ -1,0 +1,1 @@
+"""Recording demonstrations: keyboard teleop sessions and Spot's scripted drawer opening."""
