@@ -112,3 +112,22 @@ class RobotAdapter(ABC):
     @abstractmethod
     def safe_stop(self) -> None:
         """Hold, then park/stow the arm. Called on shutdown and on faults."""
+
+    def clear_fault(self) -> None:
+        """Forget the latched fault once the operator has fixed its cause."""
+        self.fault = None
+
+    def recover(self) -> bool:
+        """Make the robot commandable again after a fault (e.g. re-acquire a lease, power
+        on); True when commanding may resume. By default the fault is only cleared."""
+        self.clear_fault()
+        return True
+
+    def task_success(self) -> bool | None:
+        """Whether the task is done, where the robot can tell (a sim's detector); None
+        when it cannot, as on a real robot, where the operator decides."""
+        return None
+
+    def status_text(self) -> str:
+        """A short task status for a teleop status line ("" when there is none)."""
+        return ""

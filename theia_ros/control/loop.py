@@ -332,7 +332,7 @@ class ControlLoop:
             obs = self.adapter.observe()
         except Exception as exc:
             return self._faulted(index, start, "adapter_observe", repr(exc))
-        fault = getattr(self.adapter, "fault", None)
+        fault = self.adapter.fault
         if fault:
             return self._faulted(index, start, "robot_fault", str(fault))
         if self.images is not None:
@@ -384,7 +384,7 @@ class ControlLoop:
         # when the last command actually went out.
         self._last_command_s = start
         self._last_sent_s = done
-        fault = getattr(self.adapter, "fault", None)
+        fault = self.adapter.fault
         if fault:
             return self._faulted(index, start, "robot_fault", str(fault))
         with self.stats.lock:

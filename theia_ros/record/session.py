@@ -21,7 +21,6 @@ from theia_ros.control.safety import SafetyFilter
 from theia_ros.control.schedule import Deadlines
 from theia_ros.errors import TheiaError
 from theia_ros.record.keys import DISCARD, QUIT, SAVE, KeySource, keys_to_command
-from theia_ros.sim.success import DoorStage
 from theia_ros.types import Action, ActionKind, Observation, RobotAdapter
 
 TASK = "open the fridge door"
@@ -93,14 +92,13 @@ class SessionResult:
     ticks: int = 0
 
 
-def _status_line(robot, obs: Observation, episode: int, frames: int, gripper_cmd: float) -> str:
+def _status_line(robot: RobotAdapter, obs: Observation, episode: int, frames: int,
+                 gripper_cmd: float) -> str:
     x, y, z = obs.ee_pose[:3]
     line = (f"ep {episode:3d} | frames {frames:3d} | ee x {x:+.3f} y {y:+.3f} z {z:+.3f} m | "
             f"gripper {'open' if gripper_cmd > 0.5 else 'closed'}")
-    env = getattr(robot, "env", None)
-    if env is not None and hasattr(env, "door_angle_rad"):
-        line += f" | door {np.degrees(env.door_angle_rad()):5.1f} deg ({env.stage().name})"
-    return line
+    status = robot.status_text()
+    return f"{line} | {status}" if status else line
 
 
 def _save_preview(path: Path, image: np.ndarray) -> None:
@@ -111,7 +109,7 @@ def _save_preview(path: Path, image: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def run_session(robot, writer, keys: KeySource, safety: SafetyFilter, *,
+def run_session(robot: RobotAdapter, writer, keys: KeySource, safety: SafetyFilter, *,
                 first_seed: int = 0, max_episodes: int | None = None,
                 clock: Clock | None = None, rate_hz: float = 5.0,
                 max_ticks: int | None = None, preview: Path | None = None,
@@ -151,8 +149,8 @@ def run_session(robot, writer, keys: KeySource, safety: SafetyFilter, *,
         if cmd.control == SAVE:
             if rec.frames == 0:
                 continue  # nothing recorded yet: Enter before moving is a no-op
-            success = bool(robot.success() >= DoorStage.FULLY_OPEN) \
-                if hasattr(robot, "success") else True
+            done = robot.task_success()
+            success = True if done is None else bool(done)
             out.saved.append(rec.save(success))
             out.successes.append(success)
             if print_fn:

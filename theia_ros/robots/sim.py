@@ -210,6 +210,14 @@ class SimWidowX(RobotAdapter):
         """Door stage now (CLOSED / OPEN / FULLY_OPEN): what an evaluator sees at the end."""
         return self.env.stage()
 
+    def task_success(self) -> bool:
+        """The door task is done when the door is fully open."""
+        return self.env.stage() >= DoorStage.FULLY_OPEN
+
+    def status_text(self) -> str:
+        env = self.env
+        return f"door {np.degrees(env.door_angle_rad()):5.1f} deg ({env.stage().name})"
+
     def best_stage(self) -> DoorStage:
         """Highest stage seen after any ``apply`` since ``reset`` (per-stage success rates)."""
         return max(self._best_stage, self.env.stage())

@@ -238,7 +238,7 @@ class PolicyNode(Node):
             "images_received": str(self.sensors.images_received),
             "estop": str(self.loop.safety.estopped).lower(),
         })
-        fault = getattr(self.adapter, "fault", None)
+        fault = self.adapter.fault
         if fault is not None:
             values["adapter_fault.kind"] = str(getattr(fault, "kind", "fault"))
             values["adapter_fault.detail"] = str(getattr(fault, "detail", fault))
@@ -279,15 +279,11 @@ class PolicyNode(Node):
         return resp
 
     def _recover(self) -> None:
-        """Spot: ``recover()`` (re-acquire lease, power); WidowX: ``clear_fault()`` (the
-        operator fixed the motors); then the loop's fault is cleared."""
-        recover = getattr(self.adapter, "recover", None)
-        if recover is not None:
-            if not recover():
-                fault = getattr(self.adapter, "fault", None)
-                raise TheiaError(f"cannot recover from {fault}; fix it and restart the node")
-        elif hasattr(self.adapter, "clear_fault"):
-            self.adapter.clear_fault()
+        """The adapter's ``recover()`` (Spot: lease, power, stand; WidowX: the operator fixed
+        the motors), then the loop's fault is cleared."""
+        if not self.adapter.recover():
+            raise TheiaError(f"cannot recover from {self.adapter.fault}; fix it and restart "
+                             "the node")
         self.loop.clear_fault()
 
     def _srv_pause(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:

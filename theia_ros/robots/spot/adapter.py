@@ -362,6 +362,11 @@ class SpotAdapter(RobotAdapter):
             self._fault_from(exc, "hold")
 
     # -- recovery and shut-down -------------------------------------------------------------------
+    def clear_fault(self) -> None:
+        """Forget the fault without touching the robot; :meth:`recover` also restores the
+        lease, time sync and power."""
+        self._fault = None
+
     def recover(self) -> bool:
         """After a lease / connection / time-sync fault: restore time sync, re-check the e-stop,
         re-acquire the lease (acquire, never take: another owner keeps it), power on and stand.
