@@ -9,7 +9,7 @@ The checkpoint is a directory (the Policy-checkpoint contract that export reads)
   (head config), ``action_kind``, ``horizon``, ``fps``, ``camera``, ``state_dim``,
   ``normalization`` (raw stats and offset/scale) and the SHA-256 of ``model.safetensors``.
 
-Both files are written atomically (tmp + ``os.replace``), weights first, JSON last; a
+Both files are written atomically (``theia_ros.atomic``), weights first, JSON last; a
 checksum mismatch on load means a save was interrupted, and is reported as such.
 
 Example::
@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -40,7 +39,8 @@ from policies.diffusion import DiffusionConfig, DiffusionHead
 from policies.encoder import EncoderConfig, TheiaEncoder, tokens_to_map
 from policies.normalize import Normalizer
 from policies.preprocess import preprocess
-from theia_ros.atomic import atomic_write_bytes as _atomic_write_bytes
+from theia_ros.atomic import atomic_write, atomic_write_bytes
+from theia_ros.checksums import sha256_file
 from theia_ros.errors import TheiaError
 from theia_ros.types import ACTION_DIM, ActionKind
 
@@ -192,26 +192,17 @@ def build_policy(config: PolicyConfig, encoder: TheiaEncoder, head_config: Any,
     return Policy(config, encoder, head_cls(head_config), normalizer)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_policy(policy: Policy, out_dir: str | os.PathLike) -> Path:
     """Write ``policy.json`` + ``model.safetensors`` into ``out_dir`` (atomically, each)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_FILE
-    tmp = out / f".{MODEL_FILE}.tmp-{os.getpid()}"
     tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "type": policy.config.type})
-    os.replace(tmp, model_path)
+    atomic_write(model_path, lambda tmp: save_file(
+        tensors, str(tmp), metadata={"format": FORMAT, "type": policy.config.type}))
     meta = policy.describe()
-    meta["model_sha256"] = _sha256(model_path)
-    _atomic_write_bytes(out / POLICY_JSON, (json.dumps(meta, indent=2) + "\n").encode())
+    meta["model_sha256"] = sha256_file(model_path)
+    atomic_write_bytes(out / POLICY_JSON, (json.dumps(meta, indent=2) + "\n").encode())
     return out
 
 
@@ -244,7 +235,7 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu",
     model_path = root / MODEL_FILE
     if not model_path.is_file():
         raise TheiaError(f"{model_path}: missing (policy.json without its weights)")
-    if verify and meta.get("model_sha256") and _sha256(model_path) != meta["model_sha256"]:
+    if verify and meta.get("model_sha256") and sha256_file(model_path) != meta["model_sha256"]:
         raise TheiaError(f"{model_path}: checksum differs from policy.json (interrupted save?)")
     fields = set(PolicyConfig.__dataclass_fields__)
     config = PolicyConfig(**{k: v for k, v in meta.items() if k in fields})

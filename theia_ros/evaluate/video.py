@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from theia_ros.atomic import commit
 from theia_ros.sim.success import DoorStage
 
 VIDEO_SCALE = 2  # 224 -> 448 px, so the overlay text is legible
@@ -49,7 +50,7 @@ class VideoWriter:
         if self.frames == 0:
             self._tmp.unlink(missing_ok=True)
             return None
-        os.replace(self._tmp, self.path)
+        commit(self._tmp, self.path)
         return self.path
 
 

@@ -9,13 +9,13 @@ not recorded.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from theia_ros.atomic import atomic_write_bytes
 from theia_ros.control.clock import Clock, MonotonicClock
 from theia_ros.control.safety import SafetyFilter
 from theia_ros.control.schedule import Deadlines
@@ -104,9 +104,9 @@ def _status_line(robot: RobotAdapter, obs: Observation, episode: int, frames: in
 def _save_preview(path: Path, image: np.ndarray) -> None:
     import cv2
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
+    ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if ok:
+        atomic_write_bytes(path, data.tobytes())
 
 
 def run_session(robot: RobotAdapter, writer, keys: KeySource, safety: SafetyFilter, *,

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import tensorrt as trt
 
+from theia_ros.checksums import sha256_file
 from theia_ros.errors import TheiaError
 from theia_ros.runtime import cuda_driver
-from theia_ros.runtime.bundle import GRAPH_IO, BundleMeta, sha256_file
+from theia_ros.runtime.bundle import GRAPH_IO, BundleMeta
 from theia_ros.runtime.engine_cache import EngineCache, EngineKey, default_cache_dir
 
 PRECISIONS = ("fp32", "fp16", "int8")

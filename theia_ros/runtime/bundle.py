@@ -22,7 +22,6 @@ Torch-free: the robot reads this with only numpy and pyyaml.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from theia_ros.atomic import atomic_write_text
+from theia_ros.checksums import sha256_file
 from theia_ros.errors import TheiaError
 
 BUNDLE_YAML = "bundle.yaml"
@@ -54,22 +55,10 @@ GRAPH_IO: dict[str, tuple[tuple[str, ...], str]] = {
 ACTION_UNITS = ("m", "m", "m", "rad", "rad", "rad", "open_fraction")
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_sums(root: Path, names: list[str]) -> Path:
     """Write ``SHA256SUMS`` (``sha256sum -c`` compatible) for ``names`` relative to ``root``."""
     lines = [f"{sha256_file(root / n)}  {n}\n" for n in sorted(names)]
-    tmp = root / f".{SUMS_FILE}.tmp"
-    tmp.write_text("".join(lines))
-    os.replace(tmp, root / SUMS_FILE)
-    return root / SUMS_FILE
+    return atomic_write_text(root / SUMS_FILE, "".join(lines))
 
 
 def read_sums(root: Path) -> dict[str, str]:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from policies.encoder import TheiaEncoder
 from policies.preprocess import preprocess
-from theia_ros.atomic import atomic_write
+from theia_ros.atomic import atomic_write, atomic_write_json
 from theia_ros.errors import TheiaError
 from training.bc.data import Demos
 
@@ -80,9 +80,7 @@ def cached_features(encoder: TheiaEncoder, demos: Demos, cache_root: str | os.Pa
     root.mkdir(parents=True, exist_ok=True)
     meta = root / "encoder.json"
     if not meta.exists():
-        tmp = meta.with_name(f".encoder.json.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"encoder_hash": ehash, **encoder.config.to_dict()}))
-        os.replace(tmp, meta)
+        atomic_write_json(meta, {"encoder_hash": ehash, **encoder.config.to_dict()})
     tokens = encoder.config.num_spatial_tokens
     width = encoder.embed_dim
     starts = np.concatenate([[0], np.cumsum(demos.lengths)])

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from theia_ros.atomic import atomic_write
 from theia_ros.errors import TheiaError
 from training.bc.ema import Ema
 
@@ -67,11 +68,8 @@ def save_train_state(path: str | os.PathLike, model: nn.Module,
         "ema_step": ema.step if ema is not None else None,
         "extra": _jsonable(extra),
     }
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"train_state": json.dumps(meta)})
-    os.replace(tmp, out)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp),
+                                             metadata={"train_state": json.dumps(meta)}))
 
 
 def load_train_state(path: str | os.PathLike, model: nn.Module,

@@ -8,10 +8,11 @@ to a zero-width interval (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it f
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from theia_ros.atomic import atomic_write
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -123,8 +124,8 @@ def write_plot(path: str | Path, report: Mapping[str, Any],
         ax.set_axis_off()
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(fig)
     return path

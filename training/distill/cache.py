@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from theia_ros.atomic import atomic_write_text, commit
 from theia_ros.errors import TheiaError
 from training.distill.images import ImageShards, read_json, write_json_atomic
 from training.distill.stats import TeacherStats
@@ -153,11 +154,10 @@ def extract_features(shards: ImageShards, teachers: Sequence[Teacher], stats: Te
         for hub, arr in arrays.items():
             arr.flush()
             del arr
-            os.replace(tmp[hub], _shard_files(root, shard, hub))
+            commit(tmp[hub], _shard_files(root, shard, hub))
         arrays.clear()
         marker = _done_marker(root, shard)
-        marker.with_suffix(".tmp").write_text("ok\n")
-        os.replace(marker.with_suffix(".tmp"), marker)
+        atomic_write_text(marker, "ok\n")
     bar.close()
     return len(todo)
 

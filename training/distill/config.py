@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from theia_ros.atomic import atomic_write_text
 from theia_ros.errors import TheiaError
 
 
@@ -293,9 +294,4 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def save_config(cfg: DistillConfig, path: str | Path) -> None:
     """Write the effective config as YAML (atomically)."""
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from theia_ros.atomic import atomic_write_json
+from theia_ros.atomic import atomic_write_json, commit, temp_path
 from theia_ros.errors import TheiaError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -285,7 +284,7 @@ def _write_shard(src: Path, out: Path, shard: int, files: list[str], labels: lis
             kept.append(f)
             kept_labels.append(label)
         on_image(1)
-    tmp = npy_path.with_name(f".{npy_path.name}.tmp{os.getpid()}.npy")
+    tmp = temp_path(npy_path, suffix=".npy")
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(images), size, size, 3))
     for i, im in enumerate(images):
@@ -295,7 +294,7 @@ def _write_shard(src: Path, out: Path, shard: int, files: list[str], labels: lis
     # Metadata first, then the array: the .npy's existence marks the shard as done.
     write_json_atomic(meta_path, {"count": len(kept), "files": kept, "labels": kept_labels,
                                   "skipped": skipped})
-    os.replace(tmp, npy_path)
+    commit(tmp, npy_path)
 
 
 def finalize_index(out: str | Path) -> dict | None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from theia_ros.atomic import atomic_write
 from theia_ros.errors import TheiaError
 from training.distill.images import ImageShards
 from training.distill.teachers import Teacher, run_teachers
@@ -132,7 +133,6 @@ class TeacherStats:
 
     def save(self, path: str | Path) -> None:
         """safetensors (float64 count/mean/M2 per teacher), written atomically."""
-        import os
 
         from safetensors.numpy import save_file
 
@@ -145,9 +145,7 @@ class TeacherStats:
             tensors[f"{hub}/m2"] = p.m2
         meta = {"format": STATS_FORMAT, "teachers": json.dumps(self.teachers),
                 "images": str(self.images)}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherStats:

@@ -46,6 +46,7 @@ from policies.encoder import ENCODERS, TheiaEncoder
 from policies.preprocess import normalize_uint8
 from policies.teacher_specs import TEACHERS
 from policies.translators import TheiaModel
+from theia_ros.atomic import atomic_write_text
 from theia_ros.errors import TheiaError
 from training.distill.cache import FeatureCache
 from training.distill.config import DistillConfig, save_config
@@ -248,9 +249,7 @@ def save_checkpoint(ckpt_root: Path, env: DistEnv, model: TheiaModel,
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        pointer = ckpt_root / "LATEST"
-        pointer.with_suffix(".tmp").write_text(name + "\n", encoding="utf-8")
-        os.replace(pointer.with_suffix(".tmp"), pointer)
+        atomic_write_text(ckpt_root / "LATEST", name + "\n")
         # only older steps: a fresh run (resume off) in an old folder keeps what it just wrote
         done = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir() and p.name <= name)
         for old in done[:-keep]:
@@ -495,6 +494,4 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):  # a line cut by the kill
             continue
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))

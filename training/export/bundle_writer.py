@@ -27,6 +27,7 @@ import yaml
 
 from policies.policy import MODEL_FILE, POLICY_JSON, Policy, load_policy
 from theia_ros import __version__
+from theia_ros.atomic import atomic_write_text
 from theia_ros.errors import TheiaError
 from theia_ros.runtime.bundle import (
     ACTION_UNITS,
@@ -190,9 +191,7 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
 
 
 def _write_yaml(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=99))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False, width=99))
 
 
 def _all_files(root: Path) -> list[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from theia_ros.atomic import commit
 from theia_ros.errors import TheiaError
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -55,7 +56,7 @@ def export_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], outpu
                               input_names=list(inputs), output_names=[output_name],
                               do_constant_folding=True)
     check_graph(tmp, list(inputs), output_name, opset)
-    os.replace(tmp, path)
+    commit(tmp, path)
     return path
 
 
