@@ -50,26 +50,17 @@ from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
-from theia_ros.control import (
-    ControlLoop,
-    ImageCache,
-    LoopConfig,
-    LoopState,
-    Policy,
-    SafetyFilter,
-    TickReport,
-)
+from theia_ros.control import LoopState, Policy, TickReport
 from theia_ros.errors import TheiaError
-from theia_ros.robots.joint_state import JointStateCache
-from theia_ros.robots.registry import RobotContext, RobotSetup, build_robot, override_limits
+from theia_ros.robots.registry import RobotSetup
 from theia_ros.ros import common as rc
+from theia_ros.ros.assembly import build_control
 from theia_ros.ros.params import POLICY_NODE_PARAMS
 from theia_ros.ros.task_config import (
     TaskConfig,
     load_task_config,
     node_defaults,
     policy_node_parameters,
-    resolve_path,
 )
 from theia_ros.types import ActionKind
 
@@ -104,58 +95,12 @@ class PolicyNode(Node):
         self.params = p
         self.add_on_set_parameters_callback(rc.parameter_guard(specs, self._on_param))
 
-        # -- policy ----------------------------------------------------------------------
-        self.runtime = None
-        if policy is None:
-            if not p["bundle"]:
-                raise TheiaError("policy_node: parameter 'bundle' (or config_file's bundle:) "
-                                 "is required")
-            from theia_ros.runtime import load
-
-            bundle = resolve_path(p["bundle"], self.task)
-            self.runtime = load(bundle, p["backend"], threads=p["threads"] or None)
-            meta = self.runtime.meta
-            policy, action_kind, image_hw = self.runtime, ActionKind(meta.action_kind), \
-                tuple(meta.image_hw)
-            if meta.camera != p["camera"]:
-                self.get_logger().warning(f"bundle camera {meta.camera!r} differs from the "
-                                          f"camera parameter {p['camera']!r}; using the "
-                                          "bundle's")
-                p["camera"] = meta.camera
-            if abs(meta.control_rate_hz - p["rate_hz"]) > 1e-6:
-                self.get_logger().warning(f"rate_hz {p['rate_hz']} differs from the rate the "
-                                          f"policy was trained at ({meta.control_rate_hz} Hz)")
-            self.get_logger().info(f"loaded {bundle} on {self.runtime.backend}")
-        self.image_hw = tuple(image_hw) if image_hw else None
-
-        # -- robot and control core -----------------------------------------------------
-        self.joints = JointStateCache(p["arm_joints"], p["gripper_joint"] or None)
-        if setup is None:
-            ctx = RobotContext(self.task, action_kind, p["rate_hz"], self.joints,
-                               sim_seed=p["sim_seed"], image_hw=self.image_hw or (224, 224))
-            setup = build_robot(p["robot"], ctx)
-        self.setup = setup
-        self.adapter = setup.adapter
-        limits = override_limits(setup.limits, p)
-        self.images = ImageCache() if setup.images_from_topic else None
-        freshness = (self.task.freshness() if self.task else None)
-        freshness_kw = {"cameras": (p["camera"],), "max_image_age_s": p["max_image_age_s"],
-                        "max_joint_age_s": p["max_joint_age_s"]}
-        freshness = replace(freshness, **freshness_kw) if freshness is not None else None
-        if freshness is None:
-            from theia_ros.control import Freshness
-            freshness = Freshness(**freshness_kw)
-        chunk_over = {k: p[k] for k in ("replan_every", "temporal_ensemble", "async_planning")}
-        if self.task is not None:
-            chunking = self.task.chunking(chunk_over)
-        else:
-            from theia_ros.control import ChunkingConfig
-            chunking = ChunkingConfig(**chunk_over)
-        self.loop = ControlLoop(self.adapter, policy, SafetyFilter(limits, setup.joint_solver),
-                                LoopConfig(rate_hz=p["rate_hz"], freshness=freshness,
-                                           min_command_gap_fraction=p[
-                                               "min_command_gap_fraction"]),
-                                chunking, images=self.images, on_tick=self._on_tick)
+        control = build_control(p, self.task, policy=policy, setup=setup,
+                                action_kind=action_kind, image_hw=image_hw,
+                                on_tick=self._on_tick)
+        self.runtime, self.image_hw = control.runtime, control.image_hw
+        self.joints, self.images, self.loop = control.joints, control.images, control.loop
+        self.setup, self.adapter = control.setup, control.adapter
 
         # -- status shared with diagnostics ----------------------------------------------
         self._status_lock = threading.Lock()
@@ -166,8 +111,8 @@ class PolicyNode(Node):
         sensors = MutuallyExclusiveCallbackGroup()
         admin = MutuallyExclusiveCallbackGroup()
         self.sensors = rc.SensorIntake(self, p, self.images, self.joints,
-                                       subscribe_images=setup.images_from_topic,
-                                       subscribe_joints=setup.joints_from_topic,
+                                       subscribe_images=self.setup.images_from_topic,
+                                       subscribe_joints=self.setup.joints_from_topic,
                                        image_hw=self.image_hw, callback_group=sensors)
         self.action_pub = self.create_publisher(Float32MultiArray, p["action_topic"],
                                                 rc.COMMAND_QOS)

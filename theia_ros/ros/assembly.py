@@ -1,0 +1,115 @@
+"""Assemble the control core a policy node runs, from its parameters: ROS-free.
+
+``build_control`` turns the node's parameter values (and the task config they came from)
+into the loaded policy, the robot adapter, the safety filter and the ``ControlLoop`` wired
+with observation caches. The node keeps only ROS concerns (parameters, topics, services);
+tests and other front ends build the same control core without rclpy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from theia_ros.control import (
+    ChunkingConfig,
+    ControlLoop,
+    Freshness,
+    ImageCache,
+    LoopConfig,
+    Policy,
+    SafetyFilter,
+    TickReport,
+)
+from theia_ros.errors import TheiaError
+from theia_ros.robots.joint_state import JointStateCache
+from theia_ros.robots.registry import RobotContext, RobotSetup, build_robot, override_limits
+from theia_ros.ros.task_config import TaskConfig, resolve_path
+from theia_ros.types import ActionKind, RobotAdapter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControlAssembly:
+    """What a policy node drives: the loop and the parts the node's topics feed or read."""
+
+    loop: ControlLoop
+    setup: RobotSetup
+    joints: JointStateCache
+    images: ImageCache | None  # None when the adapter reads its own cameras
+    image_hw: tuple[int, int] | None
+    runtime: Any = None  # the loaded bundle runtime (None when a policy was given)
+
+    @property
+    def adapter(self) -> RobotAdapter:
+        return self.setup.adapter
+
+
+def load_policy(p: dict[str, Any], task: TaskConfig | None) -> tuple[Any, ActionKind,
+                                                                       tuple[int, int]]:
+    """Load the ``bundle`` parameter with the runtime; the bundle's camera wins over
+    the ``camera`` parameter (``p`` is updated)."""
+    if not p["bundle"]:
+        raise TheiaError("policy_node: parameter 'bundle' (or config_file's bundle:) is required")
+    from theia_ros.runtime import load
+
+    bundle = resolve_path(p["bundle"], task)
+    runtime = load(bundle, p["backend"], threads=p["threads"] or None)
+    meta = runtime.meta
+    if meta.camera != p["camera"]:
+        log.warning("bundle camera %r differs from the camera parameter %r; using the "
+                    "bundle's", meta.camera, p["camera"])
+        p["camera"] = meta.camera
+    if abs(meta.control_rate_hz - p["rate_hz"]) > 1e-6:
+        log.warning("rate_hz %s differs from the rate the policy was trained at (%s Hz)",
+                    p["rate_hz"], meta.control_rate_hz)
+    log.info("loaded %s on %s", bundle, runtime.backend)
+    return runtime, ActionKind(meta.action_kind), tuple(meta.image_hw)
+
+
+def _freshness(p: Mapping[str, Any], task: TaskConfig | None) -> Freshness:
+    kw = {"cameras": (p["camera"],), "max_image_age_s": p["max_image_age_s"],
+          "max_joint_age_s": p["max_joint_age_s"]}
+    return replace(task.freshness(), **kw) if task is not None else Freshness(**kw)
+
+
+def _chunking(p: Mapping[str, Any], task: TaskConfig | None) -> ChunkingConfig:
+    over = {k: p[k] for k in ("replan_every", "temporal_ensemble", "async_planning")}
+    return task.chunking(over) if task is not None else ChunkingConfig(**over)
+
+
+def build_control(p: dict[str, Any], task: TaskConfig | None, *,
+                  policy: Policy | None = None, setup: RobotSetup | None = None,
+                  action_kind: ActionKind = ActionKind.EE_DELTA,
+                  image_hw: tuple[int, int] | None = None,
+                  on_tick: Callable[[TickReport], None] | None = None) -> ControlAssembly:
+    """The control core for parameters ``p`` (``POLICY_NODE_PARAMS`` values).
+
+    Args:
+        p: parameter values; ``camera`` is replaced by the bundle's when they differ.
+        task: the task config the defaults came from (None: parameters only).
+        policy: ``Observation -> [H, 7]``; None loads the ``bundle`` parameter. Given,
+            ``action_kind`` and ``image_hw`` describe it.
+        setup: a ready robot (adapter + limits); None builds the ``robot`` parameter's.
+        on_tick: called with every tick's report.
+    """
+    runtime = None
+    if policy is None:
+        runtime, action_kind, image_hw = load_policy(p, task)
+        policy = runtime
+    image_hw = tuple(image_hw) if image_hw else None
+    joints = JointStateCache(p["arm_joints"], p["gripper_joint"] or None)
+    if setup is None:
+        ctx = RobotContext(task, action_kind, p["rate_hz"], joints, sim_seed=p["sim_seed"],
+                           image_hw=image_hw or (224, 224))
+        setup = build_robot(p["robot"], ctx)
+    images = ImageCache() if setup.images_from_topic else None
+    safety = SafetyFilter(override_limits(setup.limits, p), setup.joint_solver)
+    config = LoopConfig(rate_hz=p["rate_hz"], freshness=_freshness(p, task),
+                        min_command_gap_fraction=p["min_command_gap_fraction"])
+    loop = ControlLoop(setup.adapter, policy, safety, config, _chunking(p, task),
+                       images=images, on_tick=on_tick)
+    return ControlAssembly(loop, setup, joints, images, image_hw, runtime)
