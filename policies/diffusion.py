@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -144,22 +143,6 @@ def make_sample_scheduler(config: DiffusionConfig) -> DDIMScheduler:
     sched = DDIMScheduler(**config.scheduler_kwargs(), set_alpha_to_one=True, steps_offset=0)
     sched.set_timesteps(config.num_inference_steps)
     return sched
-
-
-def ddim_tables(config: DiffusionConfig) -> dict[str, np.ndarray | float | bool | str]:
-    """What a host-side (numpy) DDIM loop needs, so export can run it without diffusers.
-
-    Per step t with previous step p = t - T / steps (DDIM, eta = 0):
-    x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)  [clipped to +-1 if clip_sample];
-    x <- sqrt(a_p) x0 + sqrt(1 - a_p) eps, with a = ``alphas_cumprod`` and
-    a_p = ``final_alpha_cumprod`` when p < 0.
-    """
-    sched = make_sample_scheduler(config)
-    return {"timesteps": sched.timesteps.numpy().astype(np.int64),
-            "alphas_cumprod": sched.alphas_cumprod.numpy().astype(np.float64),
-            "final_alpha_cumprod": float(sched.final_alpha_cumprod),
-            "step_ratio": config.num_train_timesteps // config.num_inference_steps,
-            "clip_sample": config.clip_sample, "prediction_type": config.prediction_type}
 
 
 class SinusoidalStepEmbedding(nn.Module):

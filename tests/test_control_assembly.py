@@ -33,7 +33,7 @@ def test_build_control_from_parameters_runs_a_dry_run_tick_from_topic_data() -> 
     now = time.monotonic()
     control.images.put(p["camera"], np.zeros((224, 224, 3), np.uint8), now)
     q = np.array([0.0, -0.5, 0.5, 0.0, 0.3, 0.0])
-    control.joints.put(list(p["arm_joints"]) + [p["gripper_joint"]], list(q) + [0.03], now)
+    control.joints.put([*p["arm_joints"], p["gripper_joint"]], [*q, 0.03], now)
     report = loop.step()
     assert loop.state is LoopState.RUNNING
     assert report.status == "acted", report

@@ -41,7 +41,7 @@ def test_dockerfile_essentials(path: Path) -> None:
     froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
     assert len(froms) == 1 and ":" in froms[0] and not froms[0].endswith(":latest")
     assert "humble" in text.lower()
-    assert "bosdyn-client==" in text  # issue 8: the images include the Spot SDK
+    assert "bosdyn-client==" in text  # the images include the Spot SDK
     assert "interbotix_ros_manipulators" in text  # xsarm_control.launch.py
     assert "COPY docker/entrypoint.sh" in text and (DOCKER / "entrypoint.sh").exists()
     if path.name.endswith("desktop"):

@@ -11,11 +11,11 @@ from policies.diffusion import (
     DiffusionConfig,
     DiffusionHead,
     TemporalUnet1d,
-    ddim_tables,
     make_sample_scheduler,
     make_train_scheduler,
 )
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.ddim import DDIMSampler
 
 TINY = {"feature_dim": 4, "state_dim": 2, "action_dim": 2, "proj_channels": 8,
         "image_cond_dim": 16, "down_dims": (32, 64), "n_groups": 8, "step_embed_dim": 16}
@@ -58,7 +58,9 @@ def test_numpy_ddim_loop_from_tables_matches_diffusers() -> None:
     feats, state = torch.randn(2, 4, 14, 14), torch.randn(2, 2)
     ref = head.predict(feats, state, torch.Generator().manual_seed(3)).numpy()
 
-    t = ddim_tables(cfg)
+    sampler = DDIMSampler(cfg.scheduler_kwargs(), cfg.num_inference_steps)
+    t = {"timesteps": sampler.timesteps, "alphas_cumprod": sampler.alphas_cumprod,
+         "final_alpha_cumprod": sampler.final_alpha_cumprod, "step_ratio": sampler.step_ratio}
     x = torch.randn((2, cfg.horizon, 2), generator=torch.Generator().manual_seed(3)).numpy()
     with torch.no_grad():
         cond = head.cond_encoder(feats, state)

@@ -101,3 +101,18 @@ def test_open_writer_appends_and_rejects_other_camera(tmp_path) -> None:
         open_writer(tmp_path / "ds", fps=5, image_size=96)
     with pytest.raises(TheiaError, match="fps 10"):  # 10 Hz frames under fps=5: refused
         open_writer(tmp_path / "ds", fps=10, image_size=64)
+
+
+def test_keyboard_teleop_motion_keys_mean_what_theia_record_means() -> None:
+    """One key map: the ROS teleop's Twist for a key points where ``theia record`` moves."""
+    from theia_ros.ros.keyboard_teleop import QUIT_KEYS, SERVICE_KEYS, twist_for
+
+    axes = [("linear", "x"), ("linear", "y"), ("linear", "z"),
+            ("angular", "x"), ("angular", "y"), ("angular", "z")]
+    for key in "wsadrfjlikqe":
+        delta = keys_to_command([key]).delta
+        twist = twist_for(key, 1.0)
+        got = [twist[part][axis] for part, axis in axes]
+        np.testing.assert_array_equal(np.sign(got), np.sign(delta), err_msg=key)
+    assert SERVICE_KEYS["\r"] == "save_success" and SERVICE_KEYS["\x7f"] == "discard"
+    assert "\x1b" in QUIT_KEYS and "q" not in QUIT_KEYS and "s" not in SERVICE_KEYS

@@ -28,8 +28,9 @@ from theia_ros.evaluate.rollout import EpisodeResult, RunSettings, run_episodes
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, help="policy bundle (theia export)")
-    parser.add_argument("--robot", choices=["sim"], required=True,
-                        help="robot to drive (the real arms run through the ROS nodes)")
+    parser.add_argument("--robot", choices=["sim"], default="sim",
+                        help="robot to drive (default sim, the MuJoCo twin; the real arms run "
+                             "through the ROS nodes)")
     parser.add_argument("--backend", default="auto",
                         help="auto | onnxruntime | tensorrt | torch (default auto)")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to run (1)")

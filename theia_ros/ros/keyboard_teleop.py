@@ -8,7 +8,7 @@ be recorded without a SpaceMouse. Keys are read raw from the terminal (no Enter 
 
 Example::
 
-    keyboard_teleop                       # s y n d r, q to quit
+    keyboard_teleop                       # b Enter x Backspace z, Esc to quit
     keyboard_teleop --twist --twist-topic /spacenav/twist
 """
 
@@ -22,34 +22,35 @@ import time
 import tty
 from typing import Any
 
-# key -> recorder service (relative to the recorder node's name)
-SERVICE_KEYS: dict[str, str] = {
-    "s": "start",
-    "y": "save_success",
-    "n": "save_failure",
-    "d": "discard",
-    "r": "rerecord",
-}
-# key -> (Twist field, axis, sign): i/k x, j/l y, u/o z; Shift: rotations about the same axes
-MOTION_KEYS: dict[str, tuple[str, str, float]] = {
-    "i": ("linear", "x", 1.0), "k": ("linear", "x", -1.0),
-    "j": ("linear", "y", 1.0), "l": ("linear", "y", -1.0),
-    "u": ("linear", "z", 1.0), "o": ("linear", "z", -1.0),
-    "I": ("angular", "y", 1.0), "K": ("angular", "y", -1.0),
-    "J": ("angular", "z", 1.0), "L": ("angular", "z", -1.0),
-    "U": ("angular", "x", 1.0), "O": ("angular", "x", -1.0),
-}
-QUIT_KEYS = ("q", "\x03")  # q, Ctrl-C
+from theia_ros.record.keys import KEY_HELP, MOTION_KEYS
 
-HELP = ("s start | y save (success) | n save (failure) | d discard | r re-record | q quit\n"
-        "with --twist: i/k j/l u/o move x/y/z, Shift+key rotates, any other key stops")
+# key -> recorder service (relative to the recorder node's name). Enter / Backspace / Esc
+# mean save / discard / quit here as in ``theia record``; motion keys are its keys too.
+SERVICE_KEYS: dict[str, str] = {
+    "b": "start",
+    "\r": "save_success",
+    "\n": "save_success",
+    "x": "save_failure",
+    "\x7f": "discard",
+    "\x08": "discard",
+    "z": "rerecord",
+}
+TWIST_AXES = (("linear", "x"), ("linear", "y"), ("linear", "z"),
+              ("angular", "x"), ("angular", "y"), ("angular", "z"))
+QUIT_KEYS = ("\x1b", "\x03")  # Esc, Ctrl-C
+
+HELP = ("b begin | Enter save (success) | x save (failure) | Backspace discard | z re-record | "
+        "Esc quit\nwith --twist: " + KEY_HELP.split(", space")[0]
+        + "; any other key stops")
 
 
 def twist_for(key: str, deflection: float) -> dict[str, dict[str, float]]:
-    """The Twist fields (``{"linear": {...}, "angular": {...}}``) one motion key means."""
+    """The Twist fields (``{"linear": {...}, "angular": {...}}``) one motion key means
+    (the same key map as ``theia record``: :data:`theia_ros.record.keys.MOTION_KEYS`)."""
     out = {"linear": {"x": 0.0, "y": 0.0, "z": 0.0}, "angular": {"x": 0.0, "y": 0.0, "z": 0.0}}
     if key in MOTION_KEYS:
-        part, axis, sign = MOTION_KEYS[key]
+        index, sign = MOTION_KEYS[key]
+        part, axis = TWIST_AXES[index]
         out[part][axis] = sign * deflection
     return out
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from theia_ros.errors import TheiaError
+from theia_ros.types import ActionKind
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -32,6 +33,9 @@ class EpisodeSource(Protocol):
     """What BC needs from ``theia_ros.dataset.EpisodeDataset``."""
 
     num_episodes: int
+    fps: int
+    cameras: list[str]  # in the dataset's order; the first is the default camera
+    action_kind: ActionKind | None  # None: the dataset does not say (e.g. LeRobot's own)
 
     def episode(self, index: int) -> dict[str, np.ndarray]: ...
 

@@ -32,11 +32,12 @@ from policies.checkpoint import load_encoder
 from policies.normalize import Normalizer
 from policies.policy import HEADS, Policy, PolicyConfig, build_policy, save_policy
 from policies.preprocess import preprocess
-from theia_ros.atomic import atomic_write_json as _write_json_atomic
+from theia_ros.atomic import atomic_write_json
 from theia_ros.errors import TheiaError
+from theia_ros.types import ActionKind
 from training.bc.augment import random_shift
 from training.bc.config import TrainConfig
-from training.bc.data import IMAGE_PREFIX, ChunkDataset, EpisodeSource, load_demos, split_episodes
+from training.bc.data import ChunkDataset, EpisodeSource, load_demos, split_episodes
 from training.bc.ema import Ema
 from training.bc.feature_cache import cached_features, default_cache_root
 from training.bc.train_state import load_train_state, save_train_state
@@ -63,16 +64,11 @@ class TrainResult:
 
 
 def _camera(source: EpisodeSource, wanted: str | None) -> str:
-    cams = list(getattr(source, "cameras", None) or [])
+    cams = list(source.cameras)
     if wanted:
         if cams and wanted not in cams:
             raise TheiaError(f"camera {wanted!r} not in the dataset (cameras: {cams})")
         return wanted
-    if cams:
-        return cams[0]
-    meta = getattr(source, "meta", None)
-    features = meta.get("features", {}) if isinstance(meta, dict) else {}
-    cams = [k[len(IMAGE_PREFIX):] for k in features if k.startswith(IMAGE_PREFIX)]
     return cams[0] if cams else "front"
 
 
@@ -122,10 +118,10 @@ class BCTrainer:
             raise TheiaError("diffusion with --norm-mode mean_std needs the head's clip_sample "
                              "off (--head '{\"clip_sample\": false}'): clipping assumes "
                              "min_max-normalised actions in [-1, 1]")
-        action_kind = getattr(source, "action_kind", None) or "ee_delta"
+        action_kind = source.action_kind or ActionKind.EE_DELTA
         pcfg = PolicyConfig(
-            type=cfg.policy, action_kind=str(getattr(action_kind, "value", action_kind)),
-            state_dim=state_dim, horizon=cfg.horizon, fps=float(getattr(source, "fps", 5.0)),
+            type=cfg.policy, action_kind=action_kind.value,
+            state_dim=state_dim, horizon=cfg.horizon, fps=float(source.fps),
             camera=camera, action_dim=action_dim, encoder_frozen=not cfg.finetune,
             encoder_source=str(cfg.encoder))
         self.policy: Policy = build_policy(pcfg, encoder, head_cfg, normalizer).to(self.device)
@@ -280,7 +276,7 @@ class BCTrainer:
         cfg = self.cfg
         if not (self.resume and self.try_resume()):
             (self.out / METRICS_FILE).unlink(missing_ok=True)
-        _write_json_atomic(self.out / CONFIG_FILE, cfg.to_dict())
+        atomic_write_json(self.out / CONFIG_FILE, cfg.to_dict())
         end = self.total_steps if stop_at_step is None else min(stop_at_step, self.total_steps)
         val_every = cfg.val_every or max(1, self.total_steps // 10)
         last_loss, val = float("nan"), {}

@@ -124,7 +124,7 @@ def build_student(cfg: DistillConfig, shapes: Mapping[str, tuple[int, int, int]]
 def param_groups(model: TheiaModel, weight_decay: float) -> list[dict]:
     """AdamW groups: decay on weight matrices/kernels only.
 
-    No decay on biases and 1-D parameters (Table 5 / the brief), and also none on the
+    No decay on biases and 1-D parameters (the paper's Table 5), and also none on the
     translators' LayerNorm gains (shape ``[C, H, W]``: norm parameters despite not being
     1-D) and on the position embedding / CLS / register tokens (timm's no-weight-decay set).
     """
