@@ -1,6 +1,6 @@
 """The nodes' ROS parameters as plain data: name, type, default, description, range, read-only.
 
-The rclpy nodes declare exactly these (``theia_ros.ros.common.declare_all``) and validate changes with
+The rclpy nodes declare exactly these (``common.declare_all``) and validate changes with
 :func:`validate`; the launch/config tests import the same tables without rclpy to check that
 every parameter a launch file or config sets exists and has a valid value.
 """
