@@ -329,136 +329,187 @@ def _expected_shapes(cfg: DistillConfig, teachers: list[Teacher] | None
     return {s.hub_id: TEACHERS[s.hub_id].shape for s in specs}
 
 
+class DistillTrainer:
+    """Distillation shaped like ``BCTrainer``: construction sets everything up (data,
+    teachers or cache, student, optimiser, resume), :meth:`step` trains one batch,
+    :meth:`log` and :meth:`checkpoint` write what a step produced, :meth:`run` loops."""
+
+    def __init__(self, cfg: DistillConfig) -> None:
+        self.cfg = cfg
+        t = self.t = cfg.train
+        self.env = env = setup_distributed(t.device)
+        self.amp = env.device.type == "cuda" if t.amp is None else t.amp
+        self.out = Path(t.out)
+        self.ckpt_root = self.out / "checkpoints"
+        if env.is_main:
+            self.ckpt_root.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+        _barrier(env)
+        self._setup_data()
+        self._setup_model()
+        self._resume()
+        self.net: nn.Module = self.model
+        if t.compile:
+            self.net = torch.compile(self.net)
+        if env.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        self.writer = (_tensorboard(self.out, self.position["global_step"])
+                       if (t.tensorboard and env.is_main) else None)
+        self.total_steps = t.epochs * self.plan.steps_per_epoch
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _setup_data(self) -> None:
+        cfg, env = self.cfg, self.env
+        self.images = images = ImageShards(cfg.data.images)
+        self.num_train = images.num_images - cfg.data.val_images
+        if self.num_train <= 0:
+            raise TheiaError(f"data.val_images={cfg.data.val_images} leaves no training images "
+                             f"(of {images.num_images})")
+        self.teachers = None
+        if cfg.data.cache is None:
+            self.teachers = build_teachers(cfg.model.teachers,
+                                           pretrained=not cfg.model.tiny_teachers,
+                                           tiny=cfg.model.tiny_teachers, device=env.device)
+        self.shapes = shapes = _expected_shapes(cfg, self.teachers)
+        stats = TeacherStats.load(cfg.data.stats)
+        stats.check(shapes, cfg.data.stats)
+        self.stats = stats = stats.subset(shapes)
+        cache = (FeatureCache(cfg.data.cache, shapes, images, stats.hash())
+                 if cfg.data.cache is not None else None)
+        self.norm = stats.torch_mean_std(env.device)
+        self.plan = BatchPlan(self.num_train, self.t.batch_size, env.world_size, env.rank,
+                              cfg.data.chunk, self.t.seed)
+        self.reader = BatchReader(images, cache, pin=env.device.type == "cuda")
+        self.val_ranges = contiguous_ranges(self.num_train, images.num_images, env.rank,
+                                            env.world_size, self.t.batch_size)
+
+    def _setup_model(self) -> None:
+        cfg, plan = self.cfg, self.plan
+        self.model = build_student(cfg, self.shapes, self.stats).to(self.env.device).train()
+        lr = cfg.optim.lr * plan.global_batch / cfg.optim.lr_batch
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.optim.weight_decay), lr=lr,
+                                     betas=cfg.optim.betas, eps=cfg.optim.eps)
+        warmup_steps = round(cfg.optim.warmup_epochs * plan.steps_per_epoch)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, warmup_steps, cfg.optim.warmup_start))
+
+    def _resume(self) -> None:
+        global_batch = self.plan.global_batch
+        self.position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
+                         "global_batch": global_batch}
+        latest = _latest_checkpoint(self.ckpt_root) if self.t.resume else None
+        if latest is None:
+            return
+        self.position = load_checkpoint(latest, self.env, self.model, self.opt, self.sched)
+        if self.position["global_batch"] != global_batch:
+            raise TheiaError(f"{latest}: saved with a global batch of "
+                             f"{self.position['global_batch']}, this run has {global_batch} "
+                             "(batch_size x processes must match to resume)")
+        if self.env.is_main:  # steps after the checkpoint are replayed: drop their records
+            for name in ("train_log.jsonl", "eval.jsonl"):
+                _truncate_jsonl(self.out / name, self.position["global_step"])
+
+    # -- one step --------------------------------------------------------------------------
+    def step(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward the student (and the teachers, when not cached), backward, update."""
+        images_u8, targets = to_device(batch, self.env.device)
+        if self.teachers is not None:
+            targets = normalised_targets(self.teachers, images_u8, self.norm)
+        with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            preds = self.net(normalize_uint8(images_u8))
+        loss, parts = distill_loss(preds, targets, self.cfg.optim.cosine,
+                                   self.cfg.optim.cosine_weight)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return loss, parts
+
+    def log(self, step: int, epoch: int, loss: torch.Tensor, parts: dict[str, torch.Tensor],
+            images_per_s: float) -> None:
+        """Training scalars to ``train_log.jsonl`` and TensorBoard (main process only)."""
+        lr = self.opt.param_groups[0]["lr"]
+        if self.env.is_main:
+            _append_jsonl(self.out / "train_log.jsonl", {
+                "step": step, "epoch": epoch, "loss": loss.item(), "lr": lr,
+                "images_per_s": images_per_s,
+                "teachers": {h: v.item() for h, v in parts.items()}})
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss.item(), step)
+            self.writer.add_scalar("train/lr", lr, step)
+            self.writer.add_scalar("train/images_per_s", images_per_s, step)
+            for hub, v in parts.items():
+                self.writer.add_scalar(f"train/loss/{hub}", v.item(), step)
+
+    def evaluate(self, step: int) -> None:
+        result = evaluate(self.model, self.env, self.reader, self.val_ranges, self.teachers,
+                          self.norm, self.amp)
+        _log_eval(result, self.out, step, self.writer, self.env)
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.ckpt_root, self.env, self.model, self.opt, self.sched,
+                        self.position, self.t.keep_checkpoints)
+
+    # -- the loop --------------------------------------------------------------------------
+    def _advance(self, epoch: int, s: int) -> int:
+        """Record that batch ``s`` of ``epoch`` is done; returns the new global step."""
+        step = self.position["global_step"] + 1
+        self.position = {"epoch": epoch, "step_in_epoch": s + 1, "global_step": step,
+                         "global_batch": self.plan.global_batch}
+        if s + 1 == self.plan.steps_per_epoch:
+            self.position.update(epoch=epoch + 1, step_in_epoch=0)
+        return step
+
+    def run(self) -> Path | None:
+        """Train to the end (``<out>/final``) or to ``train.max_steps`` (None)."""
+        t, cfg, plan = self.t, self.cfg, self.plan
+        start_pos = dict(self.position)
+        bar = tqdm(total=self.total_steps, initial=start_pos["global_step"], unit="step",
+                   desc="distill", disable=not (t.progress and self.env.is_main),
+                   dynamic_ncols=True)
+        t_log, n_log = time.perf_counter(), 0
+        stopped = False
+        step = start_pos["global_step"]
+        for epoch in range(start_pos["epoch"], t.epochs):
+            first = start_pos["step_in_epoch"] if epoch == start_pos["epoch"] else 0
+            for s, batch in iterate_batches(plan, self.reader, epoch, first, cfg.data.prefetch,
+                                            cfg.data.read_workers):
+                loss, parts = self.step(batch)
+                step = self._advance(epoch, s)
+                n_log += batch["n"]
+                bar.update(1)
+                if step % t.log_every_steps == 0 or step == self.total_steps:
+                    ips = n_log * self.env.world_size / max(time.perf_counter() - t_log, 1e-9)
+                    bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{ips:.0f}")
+                    self.log(step, epoch, loss, parts, ips)
+                    t_log, n_log = time.perf_counter(), 0
+                if t.eval_every_steps and step % t.eval_every_steps == 0 and cfg.data.val_images:
+                    self.evaluate(step)
+                stopped = t.max_steps is not None and step >= t.max_steps
+                if step % t.ckpt_every_steps == 0 or stopped or s + 1 == plan.steps_per_epoch:
+                    self.checkpoint()
+                if stopped:
+                    break
+            if stopped:
+                break
+        bar.close()
+        result = None
+        if not stopped:
+            if cfg.data.val_images:
+                self.evaluate(step)
+            if self.env.is_main:
+                result = save_theia(self.model, self.out / "final")
+        if self.writer is not None:
+            self.writer.close()
+        _barrier(self.env)
+        return result
+
+
 def train(cfg: DistillConfig) -> Path | None:
     """Run (or resume) distillation; returns ``<out>/final`` when finished, None if stopped
     early by ``train.max_steps``."""
-    t = cfg.train
-    env = setup_distributed(t.device)
-    amp = env.device.type == "cuda" if t.amp is None else t.amp
-    out = Path(t.out)
-    ckpt_root = out / "checkpoints"
-    if env.is_main:
-        ckpt_root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    _barrier(env)
-
-    images = ImageShards(cfg.data.images)
-    num_train = images.num_images - cfg.data.val_images
-    if num_train <= 0:
-        raise TheiaError(f"data.val_images={cfg.data.val_images} leaves no training images "
-                         f"(of {images.num_images})")
-    teachers = None
-    if cfg.data.cache is None:
-        teachers = build_teachers(cfg.model.teachers, pretrained=not cfg.model.tiny_teachers,
-                                  tiny=cfg.model.tiny_teachers, device=env.device)
-    shapes = _expected_shapes(cfg, teachers)
-    stats = TeacherStats.load(cfg.data.stats)
-    stats.check(shapes, cfg.data.stats)
-    stats = stats.subset(shapes)
-    cache = (FeatureCache(cfg.data.cache, shapes, images, stats.hash())
-             if cfg.data.cache is not None else None)
-    norm = stats.torch_mean_std(env.device)
-
-    model = build_student(cfg, shapes, stats).to(env.device).train()
-    plan = BatchPlan(num_train, t.batch_size, env.world_size, env.rank, cfg.data.chunk, t.seed)
-    lr = cfg.optim.lr * plan.global_batch / cfg.optim.lr_batch
-    opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=lr,
-                            betas=cfg.optim.betas, eps=cfg.optim.eps)
-    warmup_steps = round(cfg.optim.warmup_epochs * plan.steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, warmup_steps, cfg.optim.warmup_start))
-
-    position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
-                "global_batch": plan.global_batch}
-    latest = _latest_checkpoint(ckpt_root) if t.resume else None
-    if latest is not None:
-        position = load_checkpoint(latest, env, model, opt, sched)
-        if position["global_batch"] != plan.global_batch:
-            raise TheiaError(f"{latest}: saved with a global batch of "
-                             f"{position['global_batch']}, this run has {plan.global_batch} "
-                             "(batch_size x processes must match to resume)")
-        if env.is_main:  # steps after the checkpoint are replayed: drop their records
-            for name in ("train_log.jsonl", "eval.jsonl"):
-                _truncate_jsonl(out / name, position["global_step"])
-    net: nn.Module = model
-    if t.compile:
-        net = torch.compile(net)
-    if env.distributed:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-
-    reader = BatchReader(images, cache, pin=env.device.type == "cuda")
-    val_ranges = contiguous_ranges(num_train, images.num_images, env.rank, env.world_size,
-                                   t.batch_size)
-    writer = _tensorboard(out, position["global_step"]) if (t.tensorboard and env.is_main) \
-        else None
-    total_steps = t.epochs * plan.steps_per_epoch
-    bar = tqdm(total=total_steps, initial=position["global_step"], unit="step",
-               desc="distill", disable=not (t.progress and env.is_main), dynamic_ncols=True)
-    step = position["global_step"]
-    t_log, n_log = time.perf_counter(), 0
-    stopped = False
-    for epoch in range(position["epoch"], t.epochs):
-        start = position["step_in_epoch"] if epoch == position["epoch"] else 0
-        for s, batch in iterate_batches(plan, reader, epoch, start, cfg.data.prefetch,
-                                        cfg.data.read_workers):
-            images_u8, targets = to_device(batch, env.device)
-            if teachers is not None:
-                targets = normalised_targets(teachers, images_u8, norm)
-            with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=amp):
-                preds = net(normalize_uint8(images_u8))
-            loss, parts = distill_loss(preds, targets, cfg.optim.cosine,
-                                       cfg.optim.cosine_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            n_log += batch["n"]
-            position = {"epoch": epoch, "step_in_epoch": s + 1, "global_step": step,
-                        "global_batch": plan.global_batch}
-            if s + 1 == plan.steps_per_epoch:
-                position.update(epoch=epoch + 1, step_in_epoch=0)
-            bar.update(1)
-            if step % t.log_every_steps == 0 or step == total_steps:
-                ips = n_log * env.world_size / max(time.perf_counter() - t_log, 1e-9)
-                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{ips:.0f}")
-                if env.is_main:
-                    _append_jsonl(out / "train_log.jsonl", {
-                        "step": step, "epoch": epoch, "loss": loss.item(),
-                        "lr": opt.param_groups[0]["lr"], "images_per_s": ips,
-                        "teachers": {h: v.item() for h, v in parts.items()}})
-                if writer is not None:
-                    writer.add_scalar("train/loss", loss.item(), step)
-                    writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
-                    writer.add_scalar("train/images_per_s", ips, step)
-                    for hub, v in parts.items():
-                        writer.add_scalar(f"train/loss/{hub}", v.item(), step)
-                t_log, n_log = time.perf_counter(), 0
-            if (t.eval_every_steps and step % t.eval_every_steps == 0
-                    and cfg.data.val_images):
-                _log_eval(evaluate(model, env, reader, val_ranges, teachers, norm, amp),
-                          out, step, writer, env)
-            stop_now = t.max_steps is not None and step >= t.max_steps
-            if step % t.ckpt_every_steps == 0 or stop_now or s + 1 == plan.steps_per_epoch:
-                save_checkpoint(ckpt_root, env, model, opt, sched, position, t.keep_checkpoints)
-            if stop_now:
-                stopped = True
-                break
-        if stopped:
-            break
-    bar.close()
-    result = None
-    if not stopped:
-        if cfg.data.val_images:
-            _log_eval(evaluate(model, env, reader, val_ranges, teachers, norm, amp), out,
-                      step, writer, env)
-        if env.is_main:
-            result = save_theia(model, out / "final")
-    if writer is not None:
-        writer.close()
-    _barrier(env)
-    return result
+    return DistillTrainer(cfg).run()
 
 
 def _tensorboard(out: Path, step: int) -> object:
