@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -30,19 +29,14 @@ from policies.encoder import create_encoder
 from policies.normalize import Normalizer
 from policies.policy import PolicyConfig, build_policy
 from policies.preprocess import preprocess
+from theia_ros.runtime.bench import time_calls_ms
 
 DIFFUSION_TARGET_MS = 100.0
 
 
 def _time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+    """Seconds per call."""
+    return [t * 1e-3 for t in time_calls_ms(fn, repeats, warmup)]
 
 
 def _policy(kind: str, encoder_name: str, state_dim: int = 7):

@@ -26,16 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from theia_ros.runtime.bench import time_calls_ms
+
 
 def _time(fn: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndarray:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return np.asarray(out) * 1e3
+    """Milliseconds per call."""
+    return np.asarray(time_calls_ms(fn, repeats, warmup))
 
 
 def _row(name: str, ms: np.ndarray) -> str:

@@ -117,7 +117,10 @@ def random_bundle(size: str, head: str, hw: tuple[int, int], work: Path,
 
 
 # --- timing ----------------------------------------------------------------------------------
-def _time(fn: Callable[[], object], n: int) -> list[float]:
+def time_calls_ms(fn: Callable[[], object], n: int, warmup: int = 0) -> list[float]:
+    """Wall time of ``n`` calls of ``fn`` in ms, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -200,13 +203,13 @@ def bench_bundle(bundle: Path, backends: list[str], iters: int, threads: int | N
     timings = {b: Timing(model, meta.policy_type, b) for b in runners}
     for fns in runners.values():  # warm-up: first runs allocate and plan
         for fn in fns.values():
-            _time(fn, 2)
+            time_calls_ms(fn, 2)
     rounds = max(1, iters // 5)
     per = -(-iters // rounds)
     for _ in range(rounds):
         for b, fns in runners.items():
             for part in ("encoder", "head", "step"):
-                getattr(timings[b], f"{part}_ms").extend(_time(fns[part], per))
+                getattr(timings[b], f"{part}_ms").extend(time_calls_ms(fns[part], per))
     return list(timings.values())
 
 
