@@ -80,7 +80,7 @@ def env(extra_pythonpath: list[str] | None = None) -> dict[str, str]:
         e[key] = os.pathsep.join(values + ([old] if old else []))
 
     prepend("PYTHONPATH", [str(ROOT)] + (extra_pythonpath or []) + python_path())
-    prepend("AMENT_PREFIX_PATH", _prefixes() + [sys.prefix])
+    prepend("AMENT_PREFIX_PATH", [*_prefixes(), sys.prefix])
     prepend("LD_LIBRARY_PATH", [str(WS / "install" / p / "lib") for p in PACKAGES])
     e.setdefault("PYTHONUNBUFFERED", "1")
     return e
@@ -135,7 +135,7 @@ class XsSdkSim:
         cmd = [sys.executable, str(XS_SDK_SIM), "--ros-args", "-r", f"__ns:=/{self.ns}",
                "-p", f"motor_configs:={MOTOR_CONFIGS}", "-p", f"mode_configs:={MODE_CONFIGS}",
                "-p", f"robot_description:={wx250s_urdf()}"]
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
+        self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, env=env(), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self

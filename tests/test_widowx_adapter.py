@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 import pytest
-
 import ros_upstream as ru
+
 from theia_ros.control import kinematics as K
 from theia_ros.errors import TheiaError
 from theia_ros.robots.widowx import WidowXAdapter, WidowXConfig

@@ -3,8 +3,9 @@
 Action semantics are the sim twin's (``theia_ros.robots.sim``): an ``EE_DELTA`` action
 ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` moves the fingertip centre
 (``ee_gripper_link``) by ``d_xyz`` in the arm base frame and pre-multiplies the delta
-rotation in the base frame, starting from the *measured* pose; ``gripper`` is the open
-fraction.
+rotation in the base frame, starting from the last commanded pose (the measured one once
+the arm is more than ``resync_m`` / ``resync_rad`` from it), exactly as ``SimWidowX`` does;
+``gripper`` is the open fraction.
 
 Why we solve IK ourselves: Interbotix's ``set_ee_pose_components`` runs a numerical IK
 (modern_robotics ``IKinSpace``) from three fixed seeds, which fails for targets more than a
@@ -82,6 +83,8 @@ class WidowXConfig:
             (the wx250s safety box): the filter judged the step against the tick's
             observation, but the step is applied to joints read now, while the arm may still
             be finishing the previous step.
+        resync_m, resync_rad: measured-vs-commanded distance beyond which deltas start
+            from the measured pose instead of the last command (``SimWidowX``'s rule).
         register_timeout_s: bound on one register service call.
         max_failed_fault_checks: unanswered register reads in a row that make a fault.
         connect_timeout_s: how long ``connect`` waits for the xs_sdk services.
@@ -102,6 +105,8 @@ class WidowXConfig:
     fault_check_period_s: float = 1.0
     workspace_min_m: tuple[float, float, float] = (0.10, -0.40, 0.02)
     workspace_max_m: tuple[float, float, float] = (0.50, 0.40, 0.45)
+    resync_m: float = 0.02
+    resync_rad: float = 0.2
     register_timeout_s: float = 0.5
     max_failed_fault_checks: int = 3
     connect_timeout_s: float = 10.0
@@ -451,10 +456,10 @@ class WidowXAdapter(RobotAdapter):
         if reading is None:
             return self._skip("no_joint_state", "no joint state yet", 0.0)
         q, frac, _ = reading
-        current = K.fk(q)
+        ref = self._reference_joints(q)
         vec = action.to_vector()
         if action.kind is ActionKind.EE_DELTA:
-            target = K.apply_ee_delta(current, vec[:6])
+            target = K.apply_ee_delta(K.fk(ref), vec[:6])
         else:
             target = K.pose_to_matrix(vec[:6])
         clipped = np.clip(target[:3, 3], self.config.workspace_min_m, self.config.workspace_max_m)
@@ -462,10 +467,10 @@ class WidowXAdapter(RobotAdapter):
             self.counters["workspace_clips"] += 1
             target[:3, 3] = clipped
         self._command_gripper(float(vec[6]))
-        q_new = K.solve_ik(target, q)
+        q_new = K.solve_ik(target, ref)
         if q_new is None:
             return self._skip("ik_failures", "IK found no joints for the target", frac)
-        if float(np.max(np.abs(q_new - q))) > self.config.max_joint_step_rad:
+        if float(np.max(np.abs(q_new - ref))) > self.config.max_joint_step_rad:
             return self._skip("joint_jumps", "IK answer jumps a joint too far in one step", frac)
         try:
             self._set_profile(self.config.moving_time_s, self.config.accel_time_s)
@@ -477,8 +482,23 @@ class WidowXAdapter(RobotAdapter):
         if ok is False:
             return self._skip("rejected_by_interbotix", "Interbotix refused the joint command "
                               "(joint or velocity limit)", frac)
-        sent = ee_delta_between(K.fk_pose(q), K.fk_pose(q_new))
+        sent = ee_delta_between(K.fk_pose(ref), K.fk_pose(q_new))
         return Action(ActionKind.EE_DELTA, sent[:3], sent[3:6], self._gripper_value(frac))
+
+    def _reference_joints(self, measured: np.ndarray) -> np.ndarray:
+        """Joints the next delta starts from, as in ``SimWidowX``: the last command, so that
+        deltas add up exactly while the servos still trail it, or the measured joints once
+        the arm is further than ``resync_m`` / ``resync_rad`` from it (blocked, or held)."""
+        commanded = np.asarray(self.bot.arm.get_joint_commands(), dtype=np.float64)
+        if commanded.shape != measured.shape:
+            return measured
+        m, c = K.fk(measured), K.fk(commanded)
+        pos_gap = float(np.linalg.norm(m[:3, 3] - c[:3, 3]))
+        rot_gap = float(np.linalg.norm(K.rotation_log(m[:3, :3] @ c[:3, :3].T)))
+        if pos_gap > self.config.resync_m or rot_gap > self.config.resync_rad:
+            self.counters["resyncs"] += 1
+            return measured
+        return commanded
 
     def _command_gripper(self, open_fraction: float) -> None:
         """Binary PWM gripper with hysteresis; commands only on a change of state."""
