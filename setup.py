@@ -79,6 +79,7 @@ setup(
             "recorder_node = theia_ros.ros.recorder_node:main",
             "encoder_node = theia_ros.ros.encoder_node:main",
             "keyboard_teleop = theia_ros.ros.keyboard_teleop:main",
+            "xs_sdk_twin = theia_ros.sim.xs_sdk_twin:main",
         ],
     },
 )
