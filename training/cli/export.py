@@ -3,12 +3,14 @@
 The bundle runs on every backend of ``theia_ros.runtime`` (onnxruntime, TensorRT engines
 built on the target, torch). Export checks itself: ``onnx.checker``, then onnxruntime vs
 torch on random inputs and, with ``--dataset``, on real frames; fp32 max abs error must stay
-<= 1e-4 on tokens and actions, else the export fails and prints the numbers.
+<= 1e-4 on tokens and actions, else the export fails and prints the numbers. Every graph is
+also checked statically against TensorRT's ONNX-parser table (``training.export.trt_support``).
 
 Example::
 
     theia export --policy runs/door/policy --out bundles/door --dataset data/door --fused
     theia export --policy runs/spot/policy --out bundles/spot --image-size 480x640
+    theia export --policy runs/door/policy --out bundles/door_jp60 --opset 17 --trt 8.6
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "JetPack 6.0)")
     parser.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
                         help="torch ONNX exporter (default dynamo)")
+    parser.add_argument("--trt", default="auto", metavar="VERSIONS",
+                        help="TensorRT versions to check the graphs against statically "
+                             "(auto: each pinned version that reads the opset; none: skip; "
+                             "or e.g. 8.6,10.3)")
     parser.add_argument("--image-topic", default=None, help="expected image topic (recorded)")
     parser.add_argument("--state-topic", default=None, help="expected joint-state topic")
     parser.add_argument("--no-torch-copy", action="store_true",
@@ -60,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     opts = ExportOptions(image_hw=args.image_size, fused=args.fused, dataset=args.dataset,
                          dataset_frames=args.dataset_frames, opset=args.opset,
                          exporter=args.exporter, torch_copy=not args.no_torch_copy,
-                         topics=topics, overwrite=args.force)
+                         topics=topics, overwrite=args.force, trt=args.trt)
     out, results = export_bundle(args.policy, args.out, opts)
     worst = max(r.max_abs_err for r in results)
     print(f"wrote {out} ({len(results)} parity checks passed, worst max|err| {worst:.2e})")

@@ -40,7 +40,7 @@ from theia_ros.runtime.bundle import (
     write_sums,
 )
 from theia_ros.runtime.torch_modules import build_graphs, example_inputs
-from training.export import parity
+from training.export import parity, trt_support
 from training.export.onnx_export import DEFAULT_OPSET, export_graph
 
 TORCH_DIR = "torch"
@@ -62,6 +62,8 @@ class ExportOptions:
         topics: expected ROS input topics, recorded for the nodes.
         overwrite: replace an existing bundle at ``out``.
         seed: seed of the random parity inputs.
+        trt: TensorRT versions to check every graph against statically (``auto``: each
+            pinned version that reads the opset; ``none``; or e.g. ``8.6,10.3``).
     """
 
     image_hw: tuple[int, int] | None = None
@@ -74,6 +76,7 @@ class ExportOptions:
     topics: dict[str, str] = field(default_factory=dict)
     overwrite: bool = False
     seed: int = 0
+    trt: str = "auto"
 
 
 def dataset_pairs(root: str, camera: str, n: int) -> tuple[tuple[int, int],
@@ -170,7 +173,9 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
                               **opts.topics}},
         "graphs": {name: io(name) for name in files},
         "export": {"opset": opts.opset, "exporter": opts.exporter,
-                   "torch": str(torch.__version__), "parity_tolerance": parity.TOLERANCE},
+                   "torch": str(torch.__version__), "parity_tolerance": parity.TOLERANCE,
+                   "tensorrt_static_check": trt_support.resolve_targets(opts.trt,
+                                                                        opts.opset)[0]},
     }
     if cfg.type == "diffusion":
         from policies.diffusion import make_sample_scheduler
@@ -213,6 +218,9 @@ def export_bundle(policy_dir: str | os.PathLike, out: str | os.PathLike,
         raise TheiaError(f"{out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not opts.overwrite:
         raise TheiaError(f"{out}: exists and is not empty; pass --force to replace it")
+    trt_versions, trt_notes = trt_support.resolve_targets(opts.trt, opts.opset)
+    for note in trt_notes:
+        log(note)
     policy = load_policy(src).float().eval()
     cfg = policy.config
 
@@ -242,6 +250,7 @@ def export_bundle(policy_dir: str | os.PathLike, out: str | os.PathLike,
             t0 = time.perf_counter()
             export_graph(module, examples[name], GRAPH_IO[name][1], tmp / GRAPH_FILES[name],
                          opset=opts.opset, exporter=opts.exporter)
+            trt_support.check_graph_file(tmp / GRAPH_FILES[name], trt_versions)
             files[name] = GRAPH_FILES[name]
             size_mb = (tmp / files[name]).stat().st_size / 1e6
             log(f"exported {files[name]} ({size_mb:.1f} MB, {time.perf_counter() - t0:.1f} s)")
