@@ -161,11 +161,12 @@ def image_message_type(image_type: str) -> type:
     return {"Image": Image, "CompressedImage": CompressedImage}[image_type]
 
 
-def message_to_rgb(msg: Any) -> np.ndarray:
-    """Either image message -> uint8 RGB ``[H, W, 3]`` (raises ImageConversionError)."""
+def message_to_rgb(msg: Any, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Either image message -> uint8 RGB ``[H, W, 3]`` (raises ImageConversionError); an
+    image of another size than ``expect_hw`` is refused before it is decoded."""
     if hasattr(msg, "encoding"):
-        return image_to_rgb(msg)
-    return compressed_to_rgb(msg)
+        return image_to_rgb(msg, expect_hw)
+    return compressed_to_rgb(msg, expect_hw)
 
 
 class RosLogHandler(logging.Handler):
@@ -275,11 +276,7 @@ class SensorIntake:
 
     def _on_image(self, msg: Any) -> None:
         try:
-            rgb = message_to_rgb(msg)
-            if self._image_hw is not None and rgb.shape[:2] != self._image_hw:
-                raise TheiaError(f"image is {rgb.shape[0]}x{rgb.shape[1]} but the policy takes "
-                                 f"{self._image_hw[0]}x{self._image_hw[1]}; set the camera "
-                                 "driver's resolution")
+            rgb = message_to_rgb(msg, self._image_hw)  # the size the policy takes, if known
             self._images.put(self._camera, rgb, stamp_to_monotonic(self._node, msg.header.stamp))
             self.images_received += 1
         except TheiaError as exc:
