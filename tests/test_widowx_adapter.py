@@ -140,7 +140,9 @@ def rig() -> tuple[WidowXAdapter, StandInBot, ManualClock]:
     def factory(config: WidowXConfig, node: Any) -> tuple[StandInBot, Any]:
         return bot, lambda: shutdowns.append(1)
 
-    adapter = WidowXAdapter(WidowXConfig(), bot_factory=factory, clock=clock.now)
+    # a short park: the stand-in's servos are ideal, and the park waits in real time
+    adapter = WidowXAdapter(WidowXConfig(park_moving_time_s=0.05), bot_factory=factory,
+                            clock=clock.now)
     adapter.connect()
     return adapter, bot, clock
 
@@ -296,7 +298,8 @@ def test_safe_stop_holds_then_goes_home_then_sleeps(rig) -> None:
     moves = [(n, kw) for n, kw in bot.calls if n in ("publish_positions", "go_to_home_pose",
                                                      "go_to_sleep_pose")]
     assert [n for n, _ in moves] == ["publish_positions", "go_to_home_pose", "go_to_sleep_pose"]
-    assert moves[1][1]["blocking"] is True and moves[1][1]["moving_time"] == pytest.approx(2.0)
+    # sent without blocking, then waited for (so an e-stop can interrupt the wait)
+    assert moves[1][1]["blocking"] is False and moves[1][1]["moving_time"] == pytest.approx(0.05)
     np.testing.assert_allclose(bot.q, K.SLEEP_QPOS_RAD)
 
 

@@ -6,6 +6,7 @@ Only this module and the ``*_node.py`` files import rclpy; everything they call 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import threading
@@ -135,11 +136,17 @@ def parameter_guard(specs: Mapping[str, ParamSpec],
 def stamp_to_monotonic(node: Node, stamp: Any) -> float:
     """A header stamp (ROS time) -> monotonic seconds: ``now_mono - (now_ros - stamp)``.
 
-    A zero stamp (drivers that do not stamp) is taken as "received now".
+    A zero stamp (drivers that do not stamp) is taken as "received now". A stamp that cannot
+    be true (negative, ``nanosec`` of a second or more) gives ``-inf``: the sample is never
+    fresh, so the control loop holds rather than act on a reading of unknown age. A stamp
+    in the future is passed on; the loop's freshness check holds on it.
     """
     now_mono = time.monotonic()
-    stamp_ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-    if stamp_ns <= 0:
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if sec < 0 or not 0 <= nanosec < 1_000_000_000:
+        return -math.inf
+    stamp_ns = sec * 1_000_000_000 + nanosec
+    if stamp_ns == 0:
         return now_mono
     now_ns = node.get_clock().now().nanoseconds
     return now_mono - (now_ns - stamp_ns) * 1e-9
