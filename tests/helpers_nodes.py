@@ -64,6 +64,8 @@ class SensorFeed:
 
     ``mode`` switches what is sent: ``ok``, ``no_image`` (joints only: the camera is stale),
     ``bad`` (malformed images cycling through wrong step / truncated / unknown encoding).
+    ``joint_overrides`` (joint name -> position) replaces values in the joint states sent;
+    ``stamp_override`` (sec, nanosec) replaces every header stamp (fault injection).
     """
 
     def __init__(self, node, image_topic: str = "/camera/image_raw",
@@ -77,6 +79,8 @@ class SensorFeed:
         self.joint_pub = node.create_publisher(JointState, joints_topic, qos_profile_sensor_data)
         self.period_s = 1.0 / rate_hz
         self.mode = "ok"
+        self.joint_overrides: dict[str, float] = {}
+        self.stamp_override: tuple[int, int] | None = None
         self.sent_bad = 0
         rng = np.random.default_rng(1)
         self.rgb = rng.integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8)
@@ -101,6 +105,8 @@ class SensorFeed:
         names, positions = joint_state_fields()
         while not self._stop.is_set():
             stamp = self.node.get_clock().now().to_msg()
+            if self.stamp_override is not None:
+                stamp.sec, stamp.nanosec = self.stamp_override
             if self.mode == "ok":
                 img = self.Image(**rgb_to_image_fields(self.rgb))
             elif self.mode == "bad":
@@ -112,7 +118,9 @@ class SensorFeed:
                 img.header.stamp = stamp
                 img.header.frame_id = "camera"
                 self.image_pub.publish(img)
-            js = self.JointState(name=names, position=positions)
+            overrides = dict(self.joint_overrides)
+            js = self.JointState(name=names, position=[overrides.get(n, v)
+                                                       for n, v in zip(names, positions)])
             js.header.stamp = stamp
             self.joint_pub.publish(js)
             i += 1

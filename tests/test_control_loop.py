@@ -85,6 +85,15 @@ class RecordingArm(RobotAdapter):
         return [name for name, _ in self.calls]
 
 
+def wait_for(cond, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return cond()
+
+
 def constant_policy(vec: list[float], horizon: int = 1):
     chunk = np.tile(np.asarray(vec, dtype=np.float64), (horizon, 1))
     return lambda obs: chunk
@@ -382,6 +391,76 @@ def test_estop_from_another_thread_stops_a_running_loop() -> None:
     assert "safe_stop" not in arm.names()
 
 
+class SlowParkArm(RecordingArm):
+    """A RecordingArm whose park takes two 1 s segments in real time, waited through
+    ``park_wait`` as the real adapters do, so an e-stop can cut it short."""
+
+    SEGMENT_S = 1.0
+
+    def safe_stop(self) -> None:
+        self.calls.append(("safe_stop", self.clock.now()))
+        for segment in ("park_home", "park_sleep"):
+            if self.park_interrupted:
+                break
+            self.calls.append((segment, self.clock.now()))
+            self.park_wait(self.SEGMENT_S)
+        if self.park_interrupted:
+            self.hold()
+
+
+@pytest.mark.parametrize("how", ["stop", "fault"])
+def test_estop_preempts_a_park_within_one_tick(how: str) -> None:
+    clock = MonotonicClock()
+    arm = SlowParkArm(clock)
+    loop = make_loop(arm, constant_policy([0.001, 0, 0, 0, 0, 0, 1.0]), clock)
+    loop.run(max_ticks=2)
+    if how == "stop":
+        parker = threading.Thread(target=loop.stop)  # e.g. the control thread after ~/stop
+    else:
+        arm.raise_on_apply = True  # the next tick faults, then parks
+        time.sleep(PERIOD_S)  # (a tick right after the last command is skipped)
+        parker = threading.Thread(target=loop.step)
+    parker.start()
+    assert wait_for(lambda: "park_home" in arm.names(), 2.0)
+    assert loop.parking
+    t0 = time.monotonic()
+    loop.estop("big red button")
+    answered_s = time.monotonic() - t0
+    parker.join(timeout=5.0)
+    assert answered_s < 0.5, f"e-stop answered after {answered_s:.2f} s (park: 2 x 1 s)"
+    assert "park_sleep" not in arm.names() and arm.names()[-1] == "hold"
+    assert loop.safety.estopped and not loop.parking
+    # nothing parks while the e-stop is latched, not even a later stop
+    loop.stop()
+    assert arm.names().count("safe_stop") == 1
+
+
+def test_request_stop_holds_now_and_parks_on_the_next_tick() -> None:
+    clock = ManualClock()
+    arm = RecordingArm(clock)
+    loop = make_loop(arm, constant_policy([0.001, 0, 0, 0, 0, 0, 1.0]), clock)
+    loop.start()
+    clock.advance(PERIOD_S)
+    assert loop.step().status == "acted"
+    loop.request_stop()
+    assert loop.state is LoopState.STOPPED and loop.parking
+    assert arm.names()[-1] == "hold" and "safe_stop" not in arm.names()
+    clock.advance(PERIOD_S)
+    assert loop.step().status == "inactive"
+    assert arm.names()[-1] == "safe_stop" and not loop.parking
+    loop.request_stop()  # twice: nothing more
+    clock.advance(PERIOD_S)
+    loop.step()
+    assert arm.names().count("safe_stop") == 1
+    # a start before the next tick cancels a requested park: the operator resumed
+    loop.start()
+    loop.request_stop()
+    loop.start()
+    clock.advance(PERIOD_S)
+    loop.step()
+    assert arm.names().count("safe_stop") == 1
+
+
 def test_pause_holds_and_start_resumes() -> None:
     clock = ManualClock()
     arm = RecordingArm(clock)
@@ -496,3 +575,16 @@ def test_an_error_inside_the_safety_filter_faults_and_stops() -> None:
     assert report.status == "fault" and loop.state is LoopState.FAULTED
     assert arm.applied == [] and arm.names()[-2:] == ["hold", "safe_stop"]
     assert loop.stats.faults["internal"] == 1
+
+
+@pytest.mark.parametrize("rate_hz", [5.0, 20.0])
+def test_a_faster_loop_does_not_move_the_arm_faster(rate_hz: float) -> None:
+    """A policy asking for 5 cm every tick gets the filter's speed limit (0.15 m/s for the
+    wx250s) at 5 Hz and at 20 Hz alike: the step limit is the speed times the period."""
+    clock = ManualClock()
+    arm = RecordingArm(clock)
+    loop = make_loop(arm, constant_policy([0.05, 0, 0, 0, 0, 0, 1.0]), clock,
+                     config=LoopConfig(rate_hz=rate_hz))
+    loop.run(max_ticks=round(rate_hz))  # one second
+    assert len(arm.applied) == round(rate_hz)
+    assert arm.pose[0] - START_POSE[0] == pytest.approx(0.15, rel=1e-6)

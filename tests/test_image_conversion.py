@@ -3,6 +3,9 @@ the specific error for malformed messages (the nodes turn it into a throttled wa
 
 from __future__ import annotations
 
+import resource
+import time
+import zlib
 from types import SimpleNamespace
 
 import cv2
@@ -12,8 +15,10 @@ import pytest
 from theia_ros.errors import TheiaError
 from theia_ros.ros.image_conversion import (
     ENCODINGS,
+    PNG_SIGNATURE,
     ImageConversionError,
     compressed_to_rgb,
+    encoded_size,
     image_to_rgb,
     rgb_to_image_fields,
 )
@@ -108,3 +113,68 @@ def test_truncated_jpeg_is_rejected() -> None:
     raw = buf.tobytes()[:20]  # header only
     with pytest.raises(ImageConversionError):
         compressed_to_rgb(_msg(format="jpeg", data=raw))
+
+
+# -- decompression bombs: the declared size is checked before decoding ---------------------
+def _png_bomb(height: int, width: int) -> bytes:
+    """A real, valid PNG of ``height x width`` black 1-bit grey pixels: a few dozen KB that
+    OpenCV would decode into ``height * width * 3`` bytes."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (len(body).to_bytes(4, "big") + kind + body
+                + zlib.crc32(kind + body).to_bytes(4, "big"))
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    rows = bytes(1 + (width + 7) // 8) * 500  # filter byte 0, then the packed bits
+    z = zlib.compressobj(9)
+    body = b"".join(z.compress(rows) for _ in range(height // 500)) + z.flush()
+    return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_png_bomb_is_refused_before_decoding() -> None:
+    bomb = _png_bomb(25_000, 25_000)  # 1.9 GB as RGB (sides multiples of 500)
+    assert len(bomb) < 200_000 and encoded_size(bomb) == (25_000, 25_000)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    for _ in range(5):
+        with pytest.raises(ImageConversionError, match=r"25000x25000 .* is invalid"):
+            compressed_to_rgb(_msg(format="png", data=bomb))
+    assert time.perf_counter() - t0 < 0.5  # decoding it takes seconds
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_kb) / 1024
+    assert grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+def test_bomb_within_the_side_limit_is_refused_by_pixel_count() -> None:
+    bomb = _png_bomb(12_000, 12_000)  # each side allowed, 144 Mpx is not
+    with pytest.raises(ImageConversionError, match="pixels"):
+        compressed_to_rgb(_msg(format="png", data=bomb))
+
+
+def test_jpeg_declaring_a_huge_frame_is_refused() -> None:
+    ok, buf = cv2.imencode(".jpg", _rgb(16, 24))
+    assert ok
+    raw = bytearray(buf.tobytes())
+    assert encoded_size(bytes(raw)) == (16, 24)
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    with pytest.raises(ImageConversionError, match="60000x60000"):
+        compressed_to_rgb(_msg(format="jpeg", data=bytes(raw)))
+
+
+@pytest.mark.parametrize("params", [[], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]])
+def test_jpeg_header_size_matches_opencv(params: list[int]) -> None:
+    ok, buf = cv2.imencode(".jpg", _rgb(37, 53), params)
+    assert ok
+    assert encoded_size(buf) == (37, 53) == compressed_to_rgb(_msg(format="jpeg",
+                                                                    data=buf)).shape[:2]
+
+
+def test_expected_size_is_checked_before_decoding() -> None:
+    ok, buf = cv2.imencode(".png", _rgb(40, 60))
+    assert ok
+    with pytest.raises(ImageConversionError, match="40x60 but 96x128 is needed"):
+        compressed_to_rgb(_msg(format="png", data=buf.tobytes()), expect_hw=(96, 128))
+    assert compressed_to_rgb(_msg(format="png", data=buf.tobytes()),
+                             expect_hw=(40, 60)).shape == (40, 60, 3)
+    fields = rgb_to_image_fields(_rgb(40, 60))
+    with pytest.raises(ImageConversionError, match="is needed"):
+        image_to_rgb(_msg(**fields), expect_hw=(96, 128))

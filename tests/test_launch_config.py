@@ -124,7 +124,7 @@ def LD_base(cfg):
 def test_widowx_door_values_reach_the_node() -> None:
     cfg = load_task_config(ROOT / "config" / "widowx_door.yaml")
     limits = cfg.safety_limits(LD_base(cfg))
-    assert limits.max_step_m == pytest.approx(0.03)
+    assert limits.max_speed_m_s == pytest.approx(0.15)
     params = policy_node_parameters(cfg)
     assert params["rate_hz"] == 5.0 and params["robot"] == "widowx"
     assert params["joint_states_topic"] == "/wx250s/joint_states"

@@ -8,6 +8,7 @@ the tests run in file order and each leaves the node running with good sensor da
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -120,6 +121,49 @@ def test_malformed_images_do_not_crash_the_node(harness) -> None:
     assert harness.node.status()[2]["image_errors"] == str(harness.node.sensors.image_errors)
 
 
+IMPOSSIBLE_JOINT_STATES = [
+    ("left_finger", math.nan), ("left_finger", math.inf), ("left_finger", -math.inf),
+    ("left_finger", 0.5), ("waist", math.inf), ("waist", math.nan), ("elbow", -math.inf),
+    ("shoulder", 40.0),
+]
+
+
+def _holds_then_resumes(harness, inject, clear, reason: str) -> None:
+    """Inject bad sensor data: the node holds (no commands, no fault) and counts it; clear
+    it: commands come out again."""
+    holds0 = int(harness.node.status()[2].get(f"holds.{reason}", 0))
+    inject()
+    t_bad = time.monotonic()
+    time.sleep(0.6)
+    t_good = time.monotonic()
+    late = [t for t in harness.actions_since(t_bad + 0.15) if t < t_good]
+    _, message, values = harness.node.status()
+    clear()
+    assert late == [], f"commands sent on bad sensor data ({reason})"
+    assert harness.node.loop.state.value == "running" and harness.node.loop.last_fault is None
+    assert message == f"holding: {reason}"
+    assert int(values[f"holds.{reason}"]) >= holds0 + 2
+    assert wait_for(lambda: len(harness.actions_since(t_good)) >= 2, 3.0), "did not resume"
+
+
+@pytest.mark.parametrize("joint, value", IMPOSSIBLE_JOINT_STATES)
+def test_impossible_joint_values_hold_until_good_data(harness, joint: str, value: float) -> None:
+    errors0 = harness.node.sensors.joint_errors
+    _holds_then_resumes(harness, lambda: harness.feed.joint_overrides.update({joint: value}),
+                        harness.feed.joint_overrides.clear, "bad_joint_state")
+    assert harness.node.sensors.joint_errors >= errors0 + 3  # each bad message counted
+
+
+def test_negative_header_stamp_is_never_fresh(harness) -> None:
+    def inject() -> None:
+        harness.feed.stamp_override = (-5, 0)
+
+    def clear() -> None:
+        harness.feed.stamp_override = None
+
+    _holds_then_resumes(harness, inject, clear, "stale_image")
+
+
 def test_pause_start_stop_services(harness) -> None:
     res = call_trigger(harness.peer, "/policy_node/pause")
     assert res.success and res.message == "paused"
@@ -134,8 +178,9 @@ def test_pause_start_stop_services(harness) -> None:
     assert wait_for(lambda: len(harness.actions_since(t1)) >= 2, 3.0)
     stops0 = harness.node.adapter.safe_stops
     res = call_trigger(harness.peer, "/policy_node/stop")
-    assert res.success and res.message == "stopped"
-    assert harness.node.adapter.safe_stops == stops0 + 1  # hold, then park
+    assert res.success and res.message in ("stopped; parking", "stopped")
+    # hold at once, then the park on the control thread's next tick
+    assert wait_for(lambda: harness.node.adapter.safe_stops == stops0 + 1, 2.0)
     time.sleep(0.3)
     t2 = time.monotonic()
     time.sleep(0.6)
@@ -189,3 +234,23 @@ def test_ticker_keeps_the_grid_and_survives_a_raising_tick() -> None:
     gaps = np.diff(stamps)
     assert gaps.min() > 0.01, "two ticks back to back"
     assert gaps[4] >= 0.05  # the overrun tick, then the next grid point, not a catch-up burst
+
+
+def test_bundle_runs_at_its_trained_rate_unless_overridden(tiny_bundle) -> None:
+    """``rate_hz:=20`` with a 5 Hz bundle runs at 5 Hz; with ``allow_rate_override`` at 20 Hz,
+    and then the per-tick steps shrink so the arm is no faster (0.15 m/s either way)."""
+    from theia_ros.ros.assembly import build_control
+    from theia_ros.ros.params import POLICY_NODE_PARAMS
+    from theia_ros.ros.task_config import node_defaults
+
+    base = {"robot": "dry_run", "rate_hz": 20.0, "bundle": str(tiny_bundle),
+            "backend": "onnxruntime", "threads": 1}
+    for allow, rate in ((False, 5.0), (True, 20.0)):
+        p = node_defaults(POLICY_NODE_PARAMS, {**base, "allow_rate_override": allow})
+        control = build_control(p, None)
+        try:
+            assert p["rate_hz"] == rate and control.loop.config.rate_hz == rate
+            step_m, _ = control.loop.safety.step_limits()
+            assert step_m * rate == pytest.approx(0.15)  # the wx250s speed limit, m/s
+        finally:
+            control.runtime.close()

@@ -30,6 +30,7 @@ from theia_ros.errors import TheiaError
 from theia_ros.types import Action, ActionKind, Observation
 
 HOME_POSE = kinematics.fk_pose(kinematics.HOME_QPOS_RAD)
+PERIOD_S = 0.2  # 5 Hz, the rate the wx250s preset's 3 cm / 0.2 rad steps are quoted at
 
 
 def make_obs(pose: np.ndarray, joints: np.ndarray | None = None) -> Observation:
@@ -58,9 +59,9 @@ def angle_between(rpy_a: np.ndarray, rpy_b: np.ndarray) -> float:
         {"workspace_min_m": (0.5, 0.0, 0.0), "workspace_max_m": (0.4, 1.0, 1.0)},
         {"workspace_min_m": (0.0, 0.0)},
         {"workspace_max_m": (1.0, float("nan"), 1.0)},
-        {"max_step_m": 0.0},
-        {"max_step_rad": -0.1},
-        {"max_step_m": float("inf")},
+        {"max_speed_m_s": 0.0},
+        {"max_angular_speed_rad_s": -0.1},
+        {"max_speed_m_s": float("inf")},
         {"gripper_min": 0.8, "gripper_max": 0.2},
         {"gripper_max": 1.5},
         {"joint_lower_rad": (0.0, 0.0), "joint_upper_rad": None},
@@ -87,12 +88,15 @@ def test_wx250s_preset_contains_home_pose_and_round_trips() -> None:
 
 
 def test_from_dict_overrides_preset_and_rejects_unknown_keys() -> None:
-    lim = SafetyLimits.from_dict({"max_step_m": 0.01}, base=SafetyLimits.wx250s())
-    assert lim.max_step_m == 0.01 and lim.max_step_rad == SafetyLimits.wx250s().max_step_rad
+    lim = SafetyLimits.from_dict({"max_speed_m_s": 0.05}, base=SafetyLimits.wx250s())
+    wx = SafetyLimits.wx250s()
+    assert lim.max_speed_m_s == 0.05 and lim.max_angular_speed_rad_s == wx.max_angular_speed_rad_s
+    with pytest.raises(TheiaError, match=r"per control step.*max_speed_m_s \(= max_step_m x"):
+        SafetyLimits.from_dict({"max_step_m": 0.03}, base=wx)  # the old per-step spelling
     with pytest.raises(TheiaError, match=r"config/door\.yaml: unknown safety limit"):
         SafetyLimits.from_dict({"max_speed": 1.0}, source="config/door.yaml")
     with pytest.raises(TheiaError, match="missing"):
-        SafetyLimits.from_dict({"max_step_m": 0.01})
+        SafetyLimits.from_dict({"max_speed_m_s": 0.05})
     with pytest.raises(TheiaError, match="no preset"):
         SafetyLimits.for_robot("ur5")
 
@@ -104,7 +108,7 @@ def test_from_dict_overrides_preset_and_rejects_unknown_keys() -> None:
 def test_non_finite_action_is_held(kind: ActionKind, index: int, bad: float) -> None:
     vec = np.concatenate([HOME_POSE, [0.5]]) if kind is ActionKind.EE_ABSOLUTE else np.zeros(7)
     vec[index] = bad
-    filt = SafetyFilter(SafetyLimits.wx250s())
+    filt = SafetyFilter(SafetyLimits.wx250s(), period_s=PERIOD_S)
     result = filt.filter(Action.from_vector(kind, vec), make_obs(HOME_POSE))
     assert result.held and result.action is None and result.target_pose is None
     assert result.hold_reason is Intervention.NON_FINITE
@@ -112,7 +116,7 @@ def test_non_finite_action_is_held(kind: ActionKind, index: int, bad: float) -> 
 
 
 def test_non_finite_measured_pose_is_held() -> None:
-    filt = SafetyFilter(SafetyLimits.wx250s())
+    filt = SafetyFilter(SafetyLimits.wx250s(), period_s=PERIOD_S)
     pose = HOME_POSE.copy()
     pose[4] = float("nan")
     result = filt.filter(delta([0.01, 0, 0, 0, 0, 0, 1]), make_obs(pose))
@@ -121,7 +125,7 @@ def test_non_finite_measured_pose_is_held() -> None:
 
 # -- clipping ------------------------------------------------------------------------------
 def test_small_action_inside_limits_passes_unchanged() -> None:
-    filt = SafetyFilter(SafetyLimits.wx250s())
+    filt = SafetyFilter(SafetyLimits.wx250s(), period_s=PERIOD_S)
     vec = np.array([0.01, -0.005, 0.002, 0.05, -0.03, 0.02, 0.7])
     result = filt.filter(delta(list(vec)), make_obs(HOME_POSE))
     assert not result.held and result.interventions == ()
@@ -130,7 +134,7 @@ def test_small_action_inside_limits_passes_unchanged() -> None:
 
 
 def test_translation_step_is_scaled_along_its_direction() -> None:
-    filt = SafetyFilter(SafetyLimits.wx250s())
+    filt = SafetyFilter(SafetyLimits.wx250s(), period_s=PERIOD_S)
     pose = np.array([0.3, 0.0, 0.2, 0.0, 0.5, 0.0])
     result = filt.filter(delta([-0.08, 0.06, 0.0, 0, 0, 0, 1.0]), make_obs(pose))
     out = result.action.to_vector()
@@ -140,7 +144,7 @@ def test_translation_step_is_scaled_along_its_direction() -> None:
 
 
 def test_rotation_step_is_scaled_to_the_limit() -> None:
-    filt = SafetyFilter(SafetyLimits.wx250s())
+    filt = SafetyFilter(SafetyLimits.wx250s(), period_s=PERIOD_S)
     pose = np.array([0.3, 0.0, 0.2, 0.0, 0.5, 0.0])
     result = filt.filter(delta([0, 0, 0, 0.0, 0.0, 0.9, 1.0]), make_obs(pose))
     np.testing.assert_allclose(result.action.to_vector()[3:6], [0.0, 0.0, 0.2], atol=1e-9)
@@ -150,7 +154,7 @@ def test_rotation_step_is_scaled_to_the_limit() -> None:
 def test_gripper_is_clamped() -> None:
     lim = SafetyLimits.from_dict({"gripper_min": 0.2, "gripper_max": 0.9},
                                  base=SafetyLimits.wx250s())
-    filt = SafetyFilter(lim)
+    filt = SafetyFilter(lim, period_s=PERIOD_S)
     low = filt.filter(delta([0, 0, 0, 0, 0, 0, -3.0]), make_obs(HOME_POSE))
     high = filt.filter(delta([0, 0, 0, 0, 0, 0, 7.0]), make_obs(HOME_POSE))
     assert low.action.gripper == pytest.approx(0.2) and high.action.gripper == pytest.approx(0.9)
@@ -159,7 +163,7 @@ def test_gripper_is_clamped() -> None:
 
 def test_workspace_box_clips_target_at_the_edge() -> None:
     lim = SafetyLimits.wx250s()
-    filt = SafetyFilter(lim)
+    filt = SafetyFilter(lim, period_s=PERIOD_S)
     pose = np.array([0.3, 0.0, 0.03, 0.0, 0.0, 0.0])  # 1 cm above the floor of the box
     result = filt.filter(delta([0, 0, -0.025, 0, 0, 0, 1.0]), make_obs(pose))
     assert result.target_pose[2] == pytest.approx(lim.workspace_min_m[2])
@@ -170,7 +174,7 @@ def test_workspace_box_clips_target_at_the_edge() -> None:
 def test_orientation_bounds_clip_target() -> None:
     lim = SafetyLimits.from_dict({"rpy_min_rad": (-0.1, -0.1, -0.1),
                                   "rpy_max_rad": (0.1, 0.1, 0.1)}, base=SafetyLimits.wx250s())
-    filt = SafetyFilter(lim)
+    filt = SafetyFilter(lim, period_s=PERIOD_S)
     pose = np.array([0.3, 0.0, 0.2, 0.0, 0.0, 0.05])
     result = filt.filter(delta([0, 0, 0, 0, 0, 0.15, 1.0]), make_obs(pose))
     assert result.target_pose[5] == pytest.approx(0.1)
@@ -179,11 +183,11 @@ def test_orientation_bounds_clip_target() -> None:
 
 def test_reference_outside_box_moves_toward_it_by_at_most_one_step() -> None:
     lim = SafetyLimits.wx250s()
-    filt = SafetyFilter(lim)
+    filt = SafetyFilter(lim, period_s=PERIOD_S)
     pose = np.array([0.05, 0.0, 0.3, 0.0, 0.0, 0.0])  # x below the box (e.g. after sleep pose)
     result = filt.filter(delta([0.0, 0.0, 0.0, 0, 0, 0, 1.0]), make_obs(pose))
     step = result.target_pose[:3] - pose[:3]
-    assert np.linalg.norm(step) <= lim.max_step_m + 1e-12
+    assert np.linalg.norm(step) <= lim.max_speed_m_s * PERIOD_S + 1e-12
     assert result.target_pose[0] > pose[0]  # toward the box
     assert {Intervention.OUTSIDE_WORKSPACE, Intervention.WORKSPACE,
             Intervention.STEP_TRANSLATION} <= set(result.interventions)
@@ -193,7 +197,7 @@ def test_reference_outside_box_moves_toward_it_by_at_most_one_step() -> None:
 def test_random_delta_actions_respect_every_limit(seed: int) -> None:
     rng = np.random.default_rng(seed)
     lim = SafetyLimits.wx250s()
-    filt = SafetyFilter(lim)
+    filt = SafetyFilter(lim, period_s=PERIOD_S)
     lo, hi = np.asarray(lim.workspace_min_m), np.asarray(lim.workspace_max_m)
     clipped = 0
     for _ in range(300):
@@ -205,8 +209,8 @@ def test_random_delta_actions_respect_every_limit(seed: int) -> None:
         assert not result.held
         target = result.target_pose
         assert in_box(target[:3], lim)
-        assert np.linalg.norm(target[:3] - pose[:3]) <= lim.max_step_m + 1e-9
-        assert angle_between(pose[3:], target[3:]) <= lim.max_step_rad + 1e-7
+        assert np.linalg.norm(target[:3] - pose[:3]) <= lim.max_speed_m_s * PERIOD_S + 1e-9
+        assert angle_between(pose[3:], target[3:]) <= lim.max_angular_speed_rad_s * PERIOD_S + 1e-7
         assert lim.gripper_min <= result.action.gripper <= lim.gripper_max
         # the delta that is sent reaches exactly the filtered target
         reached = apply_ee_delta(pose, result.action.to_vector()[:6])
@@ -220,7 +224,7 @@ def test_random_delta_actions_respect_every_limit(seed: int) -> None:
 def test_random_absolute_sequence_steps_from_last_command(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
     lim = SafetyLimits.wx250s()
-    filt = SafetyFilter(lim)
+    filt = SafetyFilter(lim, period_s=PERIOD_S)
     measured = np.array([0.3, 0.0, 0.25, 0.0, 0.3, 0.0])
     prev = measured
     for _ in range(200):
@@ -229,8 +233,8 @@ def test_random_absolute_sequence_steps_from_last_command(seed: int) -> None:
         target = result.target_pose
         np.testing.assert_allclose(result.action.to_vector()[:6], target)
         assert in_box(target[:3], lim)
-        assert np.linalg.norm(target[:3] - prev[:3]) <= lim.max_step_m + 1e-9
-        assert angle_between(prev[3:], target[3:]) <= lim.max_step_rad + 1e-7
+        assert np.linalg.norm(target[:3] - prev[:3]) <= lim.max_speed_m_s * PERIOD_S + 1e-9
+        assert angle_between(prev[3:], target[3:]) <= lim.max_angular_speed_rad_s * PERIOD_S + 1e-7
         prev = target
     filt.reset_reference()  # after a hold, the measured pose is the reference again
     far = np.concatenate([measured[:3] + np.array([0.1, 0, 0]), measured[3:], [0.5]])
@@ -241,7 +245,7 @@ def test_random_absolute_sequence_steps_from_last_command(seed: int) -> None:
 
 def test_absolute_reference_resets_when_robot_does_not_follow() -> None:
     lim = SafetyLimits.from_dict({"max_tracking_error_m": 0.05}, base=SafetyLimits.wx250s())
-    filt = SafetyFilter(lim)
+    filt = SafetyFilter(lim, period_s=PERIOD_S)
     stuck = np.array([0.3, 0.0, 0.25, 0.0, 0.3, 0.0])
     goal = np.concatenate([stuck[:3] + np.array([0.0, 0.2, 0.0]), stuck[3:], [0.5]])
     targets = []
@@ -255,7 +259,7 @@ def test_absolute_reference_resets_when_robot_does_not_follow() -> None:
 
 # -- e-stop --------------------------------------------------------------------------------
 def test_estop_latches_until_reset() -> None:
-    filt = SafetyFilter(SafetyLimits.wx250s())
+    filt = SafetyFilter(SafetyLimits.wx250s(), period_s=PERIOD_S)
     ok = delta([0.005, 0, 0, 0, 0, 0, 1.0])
     assert not filt.filter(ok, make_obs(HOME_POSE)).held
     filt.trigger_estop("operator button")
@@ -274,7 +278,7 @@ def _ik(target: np.ndarray, seed: np.ndarray) -> np.ndarray | None:
 
 
 def test_joint_hook_passes_reachable_targets() -> None:
-    filt = SafetyFilter(SafetyLimits.wx250s(), joint_solver=_ik)
+    filt = SafetyFilter(SafetyLimits.wx250s(), joint_solver=_ik, period_s=PERIOD_S)
     result = filt.filter(delta([0.01, 0.01, -0.01, 0, 0, 0, 1.0]), make_obs(HOME_POSE))
     assert not result.held
 
@@ -283,16 +287,16 @@ def test_joint_hook_holds_on_limit_violation() -> None:
     lim = SafetyLimits.from_dict({"joint_lower_rad": (-0.01, -1.88, -2.14, -3.1, -1.74, -3.1),
                                   "joint_upper_rad": (0.01, 1.98, 1.60, 3.1, 2.14, 3.1),
                                   "joint_margin_rad": 0.0}, base=SafetyLimits.wx250s())
-    filt = SafetyFilter(lim, joint_solver=_ik)
+    filt = SafetyFilter(lim, joint_solver=_ik, period_s=PERIOD_S)
     # moving sideways needs the waist to turn past its (tight) limit
     result = filt.filter(delta([0.0, 0.03, 0.0, 0, 0, 0, 1.0]), make_obs(HOME_POSE))
     assert result.held and result.hold_reason is Intervention.JOINT_LIMIT
 
 
 def test_joint_hook_holds_when_no_solution() -> None:
-    lim = SafetyLimits.from_dict({"workspace_max_m": (3.0, 3.0, 3.0), "max_step_m": 5.0},
+    lim = SafetyLimits.from_dict({"workspace_max_m": (3.0, 3.0, 3.0), "max_speed_m_s": 25.0},
                                  base=SafetyLimits.wx250s())
-    filt = SafetyFilter(lim, joint_solver=_ik)
+    filt = SafetyFilter(lim, joint_solver=_ik, period_s=PERIOD_S)
     result = filt.filter(delta([2.0, 0, 0, 0, 0, 0, 1.0]), make_obs(HOME_POSE))  # 2.4 m away
     assert result.held and result.hold_reason is Intervention.NO_JOINT_SOLUTION
 
@@ -316,7 +320,8 @@ def test_delta_semantics_match_the_shared_kinematics(seed: int) -> None:
 
 def test_interventions_are_logged_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     clock = ManualClock()
-    filt = SafetyFilter(SafetyLimits.wx250s(), clock=clock.now, log_interval_s=1.0)
+    filt = SafetyFilter(SafetyLimits.wx250s(), clock=clock.now, log_interval_s=1.0,
+                        period_s=PERIOD_S)
     bad = delta([float("nan")] * 7)
     with caplog.at_level(logging.INFO, logger="theia_ros.control.safety"):
         for _ in range(10):
@@ -341,7 +346,7 @@ def test_spot_absolute_targets_cannot_walk_away_from_a_stuck_arm() -> None:
 
     limits = SpotConfig().safety_limits()
     assert limits.max_tracking_error_m is not None
-    filt = SafetyFilter(limits)
+    filt = SafetyFilter(limits, period_s=PERIOD_S)
     hand = np.array([0.6, 0.0, 0.3, 0.0, 0.0, 0.0])
     obs = make_obs(hand)
     for k in range(1, 11):  # the policy keeps asking for a hand further along -y
@@ -350,4 +355,36 @@ def test_spot_absolute_targets_cannot_walk_away_from_a_stuck_arm() -> None:
                                                 np.append(want, 1.0)), obs)
         assert result.action is not None
         gap = float(np.linalg.norm(result.action.xyz_m - hand[:3]))
-        assert gap <= limits.max_tracking_error_m + limits.max_step_m + 1e-9, (k, gap)
+        step_m = limits.max_speed_m_s * PERIOD_S
+        assert gap <= limits.max_tracking_error_m + step_m + 1e-9, (k, gap)
+
+
+# -- limits are per second -----------------------------------------------------------------
+@pytest.mark.parametrize("rate_hz", [5.0, 20.0, 50.0])
+def test_speed_limits_do_not_grow_with_the_rate(rate_hz: float) -> None:
+    """One second of maximal steps moves the same distance at every rate: a faster loop is
+    not a faster arm."""
+    lim = SafetyLimits.wx250s()
+    filt = SafetyFilter(lim, period_s=1.0 / rate_hz)
+    pose = HOME_POSE.copy()
+    pose[:3] = (0.3, 0.0, 0.2)
+    start = pose.copy()
+    for _ in range(round(rate_hz)):  # one second of ticks, each asking for 10 cm and 1 rad
+        result = filt.filter(delta([-0.1, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]), make_obs(pose))
+        assert Intervention.STEP_TRANSLATION in result.interventions
+        pose = result.target_pose
+    assert np.linalg.norm(pose[:3] - start[:3]) == pytest.approx(lim.max_speed_m_s, rel=1e-6)
+    assert angle_between(start[3:], pose[3:]) == pytest.approx(lim.max_angular_speed_rad_s,
+                                                               rel=1e-6)
+
+
+def test_a_filter_needs_one_control_period() -> None:
+    filt = SafetyFilter(SafetyLimits.wx250s())
+    with pytest.raises(TheiaError, match="no control period"):
+        filt.filter(delta([0.01, 0, 0, 0, 0, 0, 1.0]), make_obs(HOME_POSE))
+    filt.bind_period(0.05)
+    filt.bind_period(0.05)  # the same period again is fine
+    with pytest.raises(TheiaError, match=r"cannot also run at 0\.2 s"):
+        filt.bind_period(0.2)
+    with pytest.raises(TheiaError, match="period_s must be > 0"):
+        SafetyFilter(SafetyLimits.wx250s(), period_s=0.0)

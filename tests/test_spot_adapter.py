@@ -234,7 +234,7 @@ def test_config_validation_names_the_field():
                                    "workspace_max_m": [0.9, 0.5, 0.7]})
     assert cfg.trajectory_time() == pytest.approx(0.1) and cfg.tick_timeout_s == pytest.approx(0.1)
     limits = cfg.safety_limits()
-    assert limits.workspace_max_m == (0.9, 0.5, 0.7) and limits.max_step_m > 0
+    assert limits.workspace_max_m == (0.9, 0.5, 0.7) and limits.max_speed_m_s > 0
 
 
 def test_spot_drawer_config_file_loads_with_the_real_schemas():

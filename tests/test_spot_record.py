@@ -316,7 +316,7 @@ def test_cli_entry_from_task_yaml(small_standin, robot_env, tmp_path, capsys) ->
             "spot": {"hostname": "127.0.0.1", "port": small_standin.port,
                      "robot_cert": small_standin.cert_path, "rate_hz": 20.0,
                      "cameras": {"front": "hand_color_image"}, "power_timeout_s": 5.0},
-            "safety": {"max_step_m": 0.05}}
+            "safety": {"max_speed_m_s": 1.0}}  # 5 cm per tick at 20 Hz
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
     script = {"speed_m_s": 0.4, "pull_distance_m": 0.08, "retreat_m": 0.0}
     (tmp_path / "script.yaml").write_text(yaml.safe_dump(script))

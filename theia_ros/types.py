@@ -11,6 +11,7 @@ Conventions (units in names, shapes in comments):
 from __future__ import annotations
 
 import enum
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -73,6 +74,12 @@ class RobotAdapter(ABC):
 
     ``apply`` returns the action actually sent (after the adapter's own clipping or an IK
     fallback); it never raises on a single bad step: it holds and reports instead.
+
+    A park (``safe_stop``) takes seconds; an e-stop must not wait for it. The control loop
+    calls :meth:`interrupt_park` from another thread, and ``safe_stop`` implementations wait
+    through :meth:`park_wait` (or check :attr:`park_interrupted` between segments): once
+    interrupted they hold where the arm is and return. The interruption stays until
+    :meth:`allow_park` (the e-stop was reset), so nothing parks after an e-stop either.
     """
 
     action_kind: ActionKind = ActionKind.EE_DELTA
@@ -112,6 +119,31 @@ class RobotAdapter(ABC):
     @abstractmethod
     def safe_stop(self) -> None:
         """Hold, then park/stow the arm. Called on shutdown and on faults."""
+
+    # -- park interruption (thread-safe; see the class docstring) -------------------------
+    @property
+    def _park_event(self) -> threading.Event:
+        event = self.__dict__.get("_park_interrupt")
+        if event is None:  # created on first use: adapters need not call a base __init__
+            event = self.__dict__.setdefault("_park_interrupt", threading.Event())
+        return event
+
+    def interrupt_park(self) -> None:
+        """End a running ``safe_stop`` where it is (and skip later ones): an e-stop."""
+        self._park_event.set()
+
+    def allow_park(self) -> None:
+        """Parking may happen again (the e-stop was reset)."""
+        self._park_event.clear()
+
+    @property
+    def park_interrupted(self) -> bool:
+        return self._park_event.is_set()
+
+    def park_wait(self, seconds: float) -> bool:
+        """Let a commanded park segment run for ``seconds``; False, at once, when the park
+        was interrupted (the caller then holds and returns)."""
+        return not self._park_event.wait(max(0.0, seconds))
 
     def clear_fault(self) -> None:
         """Forget the latched fault once the operator has fixed its cause."""

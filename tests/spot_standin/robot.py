@@ -67,6 +67,7 @@ class StandInRobot:
     body_tform_hand: math_helpers.SE3Pose = STOW_POSE
     gripper_open: float = 0.0
     reject_status: int | None = None  # when set, every RobotCommand is answered with it
+    stow_duration_s: float = 0.0  # a stow's feedback says "in progress" this long
     commands: list[ReceivedCommand] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # ordered log: auth, lease_acquire, ...
     # where the body is in odom (so odom-frame commands are distinguishable from body-frame)

@@ -267,6 +267,7 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
     def __init__(self, robot: StandInRobot) -> None:
         super().__init__(robot)
         self.kinds: dict[int, str] = {}  # command id -> what it was, for feedback
+        self.started_s: dict[int, float] = {}  # command id -> when it arrived
 
     def RobotCommand(self, request, context):
         received_s = time.monotonic()
@@ -282,6 +283,7 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
                 response.status = robot_command_pb2.RobotCommandResponse.STATUS_OK
                 response.robot_command_id = next(self._ids)
                 self.kinds[response.robot_command_id] = robot.events[-1]
+                self.started_s[response.robot_command_id] = received_s
             else:
                 response.status = robot_command_pb2.RobotCommandResponse.Status.Value(verdict)
             robot.commands.append(ReceivedCommand(received_s, request, verdict))
@@ -359,8 +361,11 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
                 mobility.sit_feedback.status = _SITTING
         elif kind in ("stow", "arm_named"):
             sync.arm_command_feedback.status = processing
+            named = arm_pb2.NamedArmPositionsCommand.Feedback
+            age_s = time.monotonic() - self.started_s.get(request.robot_command_id, 0.0)
+            done = kind != "stow" or age_s >= self.robot.stow_duration_s
             sync.arm_command_feedback.named_arm_position_feedback.status = (
-                arm_pb2.NamedArmPositionsCommand.Feedback.STATUS_COMPLETE)
+                named.STATUS_COMPLETE if done else named.STATUS_IN_PROGRESS)
         elif kind == "arm_cartesian":
             sync.arm_command_feedback.status = processing
             sync.arm_command_feedback.arm_cartesian_feedback.status = (

@@ -11,11 +11,16 @@ overdue timer callback cannot send two commands back to back either.
 
 Faults (the policy raises, the adapter raises or reports a fault, the e-stop) end in a safe
 stop: ``hold()`` then ``safe_stop()`` (park/stow) on the adapter, and the loop stays FAULTED
-until :meth:`ControlLoop.clear_fault`. A stale or missing sensor, a missing plan or a
-safety-filter rejection only holds that tick.
+until :meth:`ControlLoop.clear_fault`. A stale, missing or impossible sensor value, a missing
+plan or a safety-filter rejection only holds that tick.
 
-Threading: ticks and the start/pause/stop/estop calls serialise on one lock, so a ROS
-service callback may call them while another thread ticks.
+Threading: ticks and the start/pause/stop calls serialise on one lock, so a ROS service
+callback may call them while another thread ticks. A park takes seconds, so two things keep
+it from blocking anyone who must not wait: :meth:`ControlLoop.request_stop` holds at once and
+leaves the park to the next tick (the control thread, not a service callback), and
+:meth:`ControlLoop.estop` latches the filter and interrupts a running park
+(``RobotAdapter.interrupt_park``) *before* taking the lock, so the arm holds where it is
+within one park segment and the e-stop is answered then.
 """
 
 from __future__ import annotations
@@ -143,6 +148,10 @@ class ControlLoop:
         self._last_sent_s: float | None = None  # when the last command was sent
         self._holding = False  # hold() already sent for the current hold streak
         self._stop_requested = False
+        self._park_pending = False  # request_stop(): the next tick parks
+        self._parking = False  # a safe stop (hold + park) is pending or running
+        # the speed limits become per-tick steps at this loop's rate
+        self.safety.bind_period(self.config.period_s)
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -153,8 +162,14 @@ class ControlLoop:
     def period_s(self) -> float:
         return self.config.period_s
 
+    @property
+    def parking(self) -> bool:
+        """A safe stop is pending or running (the robot must not be used meanwhile)."""
+        return self._parking or self._park_pending
+
     def start(self) -> None:
-        """Begin (or resume) acting. Refused while faulted or while the e-stop is latched."""
+        """Begin (or resume) acting. Refused while faulted or while the e-stop is latched;
+        a park requested by :meth:`request_stop` and not begun yet is cancelled."""
         with self._lock:
             if self._state is LoopState.FAULTED:
                 raise TheiaError(f"control loop is faulted ({self.last_fault}); call "
@@ -162,6 +177,8 @@ class ControlLoop:
             if self.safety.estopped:
                 raise TheiaError(f"e-stop is latched ({self.safety.estop_reason}); reset it "
                                  "before starting")
+            self.adapter.allow_park()  # the e-stop was reset
+            self._park_pending = False
             self.chunker.reset()
             self.safety.reset_reference()
             self._prev_start_s = None
@@ -174,6 +191,8 @@ class ControlLoop:
 
     def pause(self) -> None:
         """Hold the robot where it is; :meth:`start` resumes with a fresh plan."""
+        if self._state is not LoopState.RUNNING:
+            return  # without waiting for the lock (a park may hold it for seconds)
         with self._lock:
             if self._state is not LoopState.RUNNING:
                 return
@@ -183,20 +202,39 @@ class ControlLoop:
             log.info("control loop paused")
 
     def stop(self) -> None:
-        """Safe stop (hold, then park/stow) and leave :meth:`run`. Safe to call twice."""
+        """Safe stop (hold, then park/stow) and leave :meth:`run`, parking in the calling
+        thread. Safe to call twice."""
+        self.request_stop()
         with self._lock:
-            self._stop_requested = True
+            self._park_if_requested()
+
+    def request_stop(self) -> None:
+        """Hold now and stop acting; the park follows on the next :meth:`step` (or when
+        :meth:`run` returns), so the caller, e.g. a ROS service callback, does not wait for
+        it. Safe to call twice."""
+        self._stop_requested = True
+        if self._state in (LoopState.STOPPED, LoopState.FAULTED):
+            return  # nothing to do, and a park may be holding the lock
+        with self._lock:
             if self._state in (LoopState.RUNNING, LoopState.PAUSED):
                 self._state = LoopState.STOPPED
-                self._safe_stop(park=True)
-                log.info("control loop stopped")
+                self.chunker.reset()
+                self._send_hold()
+                self._park_pending = True
+                log.info("control loop stopped; parking")
             elif self._state is LoopState.IDLE:
                 self._state = LoopState.STOPPED
 
     def estop(self, reason: str = "e-stop input") -> None:
-        """Latch the e-stop (the filter holds every action from now on) and safe-stop."""
+        """Latch the e-stop (the filter holds every action from now on) and stop: the arm
+        holds where it is. A park in progress is interrupted first, so this returns within
+        one park segment, not after the park (unless ``park_on_estop``)."""
         self.safety.trigger_estop(reason)
+        if not self.config.park_on_estop:
+            self.adapter.interrupt_park()
         with self._lock:
+            if not self.config.park_on_estop:
+                self._park_pending = False
             if self._state in (LoopState.RUNNING, LoopState.PAUSED):
                 self._fault("estop", reason)
             else:
@@ -228,6 +266,7 @@ class ControlLoop:
                 if gap > 1.5 * self.period_s:
                     with self.stats.lock:
                         self.stats.missed_ticks += round(gap / self.period_s) - 1
+            self._park_if_requested()
             report = self._guarded_tick(start)
             if report.duration_s > self.period_s:
                 with self.stats.lock:
@@ -278,6 +317,7 @@ class ControlLoop:
             self.stop()
             raise
         with self._lock:
+            self._park_if_requested()  # request_stop() from another thread
             if self._state in (LoopState.RUNNING, LoopState.PAUSED):
                 self._send_hold()
         return self.stats
@@ -426,24 +466,40 @@ class ControlLoop:
                 self.stats.faults["adapter_hold"] += 1
             self._log.log(logging.ERROR, "adapter_hold", "adapter.hold() failed: %r", exc)
 
+    def _park_if_requested(self) -> None:
+        """Run the park :meth:`request_stop` left for this thread (lock held)."""
+        if self._park_pending:
+            self._park_pending = False
+            self._parking = True
+            self._safe_stop(park=True)
+            log.info("control loop stopped")
+
     def _safe_stop(self, park: bool) -> None:
-        self.chunker.reset()
-        self._send_hold()
-        if park:
-            try:
-                self.adapter.safe_stop()
-            except Exception as exc:
-                with self.stats.lock:
-                    self.stats.faults["adapter_safe_stop"] += 1
-                log.error("adapter.safe_stop() failed: %r", exc)
-        with self.stats.lock:
-            self.stats.safe_stops += 1
+        self._parking = True
+        try:
+            self.chunker.reset()
+            self._send_hold()
+            if park and not self.adapter.park_interrupted:
+                try:
+                    self.adapter.safe_stop()
+                except Exception as exc:
+                    with self.stats.lock:
+                        self.stats.faults["adapter_safe_stop"] += 1
+                    log.error("adapter.safe_stop() failed: %r", exc)
+                if self.adapter.park_interrupted:  # an e-stop cut the park short
+                    log.warning("park interrupted by the e-stop: holding where the arm is")
+                    self._send_hold()
+            with self.stats.lock:
+                self.stats.safe_stops += 1
+        finally:
+            self._parking = False
 
     def _fault(self, kind: str, detail: str) -> None:
         with self.stats.lock:
             self.stats.faults[kind] += 1
         self.last_fault = f"{kind}: {detail}"
         log.error("control loop fault -> safe stop: %s", self.last_fault)
+        self._parking = True  # before FAULTED: nobody may take the robot back mid-park
         self._state = LoopState.FAULTED
         park = self.config.park_on_estop if kind == "estop" else True
         self._safe_stop(park=park)

@@ -1,5 +1,6 @@
 """Observation assembly: merge the latest camera frames into the robot's observation and
-decide whether it is fresh enough to act on (stale or missing sensor -> hold, not act).
+decide whether it is fresh and sane enough to act on (a stale, missing or impossible sensor
+value -> hold, not act; the loop acts again as soon as good data is back).
 
 Stamps are monotonic seconds (the loop's clock). ``Observation.stamps_s`` keys: the camera
 name for each image (``"front"``) and :data:`JOINTS_KEY` for the joint state. A ROS node
@@ -18,6 +19,7 @@ from theia_ros.errors import TheiaError
 from theia_ros.types import Observation
 
 JOINTS_KEY = "joints"  # stamps_s key of the joint-state capture time
+MAX_ABS_JOINT_RAD = 2 * np.pi  # a revolute reading beyond a full turn is a broken sensor
 
 
 class HoldReason(str, enum.Enum):
@@ -25,8 +27,10 @@ class HoldReason(str, enum.Enum):
 
     PAUSED = "paused"
     MISSING_IMAGE = "missing_image"
+    BAD_IMAGE = "bad_image"  # not uint8 [H, W, 3]
     STALE_IMAGE = "stale_image"
     MISSING_JOINTS = "missing_joint_state"
+    BAD_JOINTS = "bad_joint_state"  # joints, gripper or EE pose non-finite or impossible
     STALE_JOINTS = "stale_joint_state"
     FUTURE_STAMP = "stamp_in_future"  # a stamp from another clock, most likely
     NO_PLAN = "no_plan"  # async planning: the first plan is not there yet
@@ -57,25 +61,50 @@ class Freshness:
                 raise TheiaError(f"control loop: {name} must be >= 0 s, got {value!r}")
 
     def check(self, obs: Observation, now_s: float) -> HoldReason | None:
-        """None when ``obs`` may be acted on at ``now_s``, else the reason to hold."""
+        """None when ``obs`` may be acted on at ``now_s``, else the reason to hold.
+
+        Ages are compared so that a NaN or -inf stamp (a stamp that cannot be true) counts
+        as stale, never as fresh.
+        """
         for cam in self.cameras:
             image = obs.images.get(cam)
             if image is None or getattr(image, "size", 0) == 0:
                 return HoldReason.MISSING_IMAGE
+            if not _is_rgb8(image):
+                return HoldReason.BAD_IMAGE
             age = now_s - obs.stamps_s.get(cam, obs.stamp_s)
             if age < -self.max_future_s:
                 return HoldReason.FUTURE_STAMP
-            if age > self.max_image_age_s:
+            if not age <= self.max_image_age_s:
                 return HoldReason.STALE_IMAGE
         joints = np.asarray(obs.joint_positions, dtype=np.float64)
-        if joints.size == 0 or not np.all(np.isfinite(joints)):
+        if joints.size == 0:
             return HoldReason.MISSING_JOINTS
+        if not _plausible_state(joints, obs.gripper, obs.ee_pose):
+            return HoldReason.BAD_JOINTS
         age = now_s - obs.stamps_s.get(JOINTS_KEY, obs.stamp_s)
         if age < -self.max_future_s:
             return HoldReason.FUTURE_STAMP
-        if age > self.max_joint_age_s:
+        if not age <= self.max_joint_age_s:
             return HoldReason.STALE_JOINTS
         return None
+
+
+def _is_rgb8(image: object) -> bool:
+    return (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            and image.shape[2] == 3)
+
+
+def _plausible_state(joints: np.ndarray, gripper: float, ee_pose: np.ndarray) -> bool:
+    """Joints within a turn, gripper fraction in [0, 1], EE pose 6 finite numbers (NaN fails
+    every comparison, so it is never plausible)."""
+    try:
+        grip = float(gripper)
+        pose = np.asarray(ee_pose, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.all(np.abs(joints) <= MAX_ABS_JOINT_RAD) and 0.0 <= grip <= 1.0
+                and pose.shape == (6,) and np.all(np.isfinite(pose)))
 
 
 class ImageCache:

@@ -3,7 +3,8 @@
 What it does to one 7-vector action (see :class:`SafetyFilter.filter` for the order):
 non-finite numbers and a latched e-stop mean *hold* (nothing is sent); the target pose is
 clipped to the workspace box and optional orientation bounds, then the step from the
-reference pose is limited in translation and rotation; the gripper is clamped; where a joint
+reference pose is limited in translation and rotation (speed limits times the control
+period, so the arm moves no faster at a higher rate); the gripper is clamped; where a joint
 solution is available (a callable hook, e.g. the wx250s IK) the predicted joints must lie
 inside the joint limits, else hold. Every intervention is counted by kind and logged
 (rate-limited).
@@ -89,8 +90,10 @@ class SafetyLimits:
     Args:
         workspace_min_m: lower corner ``[3]`` of the allowed EE box (x, y, z), metres.
         workspace_max_m: upper corner ``[3]`` of the box, metres.
-        max_step_m: largest EE translation per control step, metres.
-        max_step_rad: largest EE rotation angle per control step, radians.
+        max_speed_m_s: largest EE translation speed, m/s; one control step may move
+            ``max_speed_m_s * period_s``.
+        max_angular_speed_rad_s: largest EE rotation speed, rad/s (per step: times the
+            period).
         gripper_min: lowest gripper open fraction allowed.
         gripper_max: highest gripper open fraction allowed.
         joint_lower_rad: per-joint lower limits ``[J]`` (None: no joint check).
@@ -105,8 +108,8 @@ class SafetyLimits:
 
     workspace_min_m: tuple[float, float, float]
     workspace_max_m: tuple[float, float, float]
-    max_step_m: float
-    max_step_rad: float
+    max_speed_m_s: float
+    max_angular_speed_rad_s: float
     gripper_min: float = 0.0
     gripper_max: float = 1.0
     joint_lower_rad: tuple[float, ...] | None = None
@@ -124,7 +127,7 @@ class SafetyLimits:
                              f"workspace_max_m {hi} on every axis")
         object.__setattr__(self, "workspace_min_m", lo)
         object.__setattr__(self, "workspace_max_m", hi)
-        for name in ("max_step_m", "max_step_rad"):
+        for name in ("max_speed_m_s", "max_angular_speed_rad_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise TheiaError(f"safety limits: {name} must be a positive number, got {value!r}")
@@ -163,7 +166,8 @@ class SafetyLimits:
 
     @classmethod
     def wx250s(cls) -> SafetyLimits:
-        """WidowX 250s on a table: a box in front of the base, 3 cm and 0.2 rad per 0.2 s step.
+        """WidowX 250s on a table: a box in front of the base, 0.15 m/s and 1 rad/s (3 cm and
+        0.2 rad per step at the paper's 5 Hz).
 
         The box keeps the fingertip centre 2 cm above the base plane (the table), within the
         arm's comfortable reach (0.65 m max) and out of the base itself (x >= 0.10 m). It
@@ -173,8 +177,8 @@ class SafetyLimits:
         return cls(
             workspace_min_m=(0.10, -0.40, 0.02),
             workspace_max_m=(0.50, 0.40, 0.45),
-            max_step_m=0.03,
-            max_step_rad=0.20,
+            max_speed_m_s=0.15,
+            max_angular_speed_rad_s=1.0,
             gripper_min=0.0,
             gripper_max=1.0,
             joint_lower_rad=(-3.14158, -1.88496, -2.14675, -3.14158, -1.74533, -3.14158),
@@ -201,6 +205,11 @@ class SafetyLimits:
         ``source``.
         """
         known = {f.name for f in fields(cls)}
+        legacy = sorted(set(data) & set(PER_STEP_KEYS))
+        if legacy:
+            raise TheiaError(f"{source}: {legacy} were per control step; the limits are per "
+                             "second now: max_speed_m_s (= max_step_m x rate_hz) and "
+                             "max_angular_speed_rad_s (= max_step_rad x rate_hz)")
         unknown = sorted(set(data) - known)
         if unknown:
             raise TheiaError(f"{source}: unknown safety limit(s) {unknown}; expected some of "
@@ -230,6 +239,7 @@ class SafetyLimits:
 
 
 LIMIT_PRESETS: dict[str, Callable[[], SafetyLimits]] = {"wx250s": SafetyLimits.wx250s}
+PER_STEP_KEYS = ("max_step_m", "max_step_rad")  # the old spelling, refused with a hint
 
 
 @dataclass(frozen=True)
@@ -259,12 +269,19 @@ class SafetyFilter:
             used for the joint-limit check (e.g. the wx250s IK seeded from the measured joints).
         clock: monotonic seconds, for log throttling.
         log_interval_s: at most one log line per intervention kind per interval.
+        period_s: the control period the speed limits are turned into step limits with;
+            a :class:`~theia_ros.control.loop.ControlLoop` sets its own (see
+            :meth:`bind_period`). Filtering without a period is an error.
     """
 
     def __init__(self, limits: SafetyLimits, joint_solver: JointSolver | None = None,
-                 clock: Callable[[], float] = time.monotonic, log_interval_s: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, log_interval_s: float = 1.0,
+                 period_s: float | None = None) -> None:
         self.limits = limits
         self.joint_solver = joint_solver
+        self._period_s: float | None = None
+        if period_s is not None:
+            self.bind_period(period_s)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._estop_reason: str | None = None
@@ -272,6 +289,30 @@ class SafetyFilter:
         self._log = RateLimitedLogger(log, log_interval_s, clock)
         self._box_lo = np.asarray(limits.workspace_min_m)
         self._box_hi = np.asarray(limits.workspace_max_m)
+
+    # -- rate ----------------------------------------------------------------------------
+    @property
+    def period_s(self) -> float | None:
+        return self._period_s
+
+    def bind_period(self, period_s: float) -> None:
+        """Use control period ``period_s``; refused when a different one is already set
+        (two rates for one filter would make one of them too fast)."""
+        period_s = float(period_s)
+        if not (math.isfinite(period_s) and period_s > 0):
+            raise TheiaError(f"safety filter: period_s must be > 0, got {period_s!r}")
+        if self._period_s is not None and abs(self._period_s - period_s) > 1e-9:
+            raise TheiaError(f"safety filter: already used with a {self._period_s} s period; "
+                             f"cannot also run at {period_s} s")
+        self._period_s = period_s
+
+    def step_limits(self) -> tuple[float, float]:
+        """``(metres, radians)`` one control step may move."""
+        if self._period_s is None:
+            raise TheiaError("safety filter: no control period; pass period_s (or run it in "
+                             "a ControlLoop, which sets its own)")
+        lim = self.limits
+        return lim.max_speed_m_s * self._period_s, lim.max_angular_speed_rad_s * self._period_s
 
     # -- e-stop --------------------------------------------------------------------------
     def trigger_estop(self, reason: str = "e-stop") -> None:
@@ -346,6 +387,7 @@ class SafetyFilter:
                               "numbers")
 
         lim = self.limits
+        max_step_m, max_step_rad = self.step_limits()
         kinds: list[Intervention] = []
         with self._lock:
             last = self._last_target
@@ -381,14 +423,14 @@ class SafetyFilter:
         # 2. per-step limits from the reference (scale the step, keep its direction)
         step = tgt_pos - ref[:3]
         dist = float(np.linalg.norm(step))
-        if dist > lim.max_step_m:
+        if dist > max_step_m:
             kinds.append(Intervention.STEP_TRANSLATION)
-            tgt_pos = ref[:3] + step * (lim.max_step_m / dist)
+            tgt_pos = ref[:3] + step * (max_step_m / dist)
         rotvec = rotation_log(tgt_rot @ ref_rot.T)
         angle = float(np.linalg.norm(rotvec))
-        if angle > lim.max_step_rad:
+        if angle > max_step_rad:
             kinds.append(Intervention.STEP_ROTATION)
-            tgt_rot = rotation_exp(rotvec * (lim.max_step_rad / angle)) @ ref_rot
+            tgt_rot = rotation_exp(rotvec * (max_step_rad / angle)) @ ref_rot
 
         # 3. gripper
         gripper = float(np.clip(vec[6], lim.gripper_min, lim.gripper_max))

@@ -19,8 +19,14 @@ files into place with ``os.replace`` (``meta/info.json`` last: it is the commit 
 ``DatasetWriter.open`` finishes a commit whose manifest exists, drops one without, and then
 drops (default) or recovers (``unfinished="recover"``: saved with ``success=False``,
 ``recovered=True``) a staged episode. So a kill at any point leaves every earlier episode
-intact and the dataset loadable. A lock (``flock``, released by the kernel when the
-process dies) keeps two writers off one dataset.
+intact and the dataset loadable.
+
+One writer per dataset: ``create``/``open`` take an ``flock`` (released by the kernel when
+the process dies) on ``.writer.lock`` in the dataset root. That file is never deleted, so
+every writer locks the same file; a lock file inside ``.staging`` (which ``close`` removes)
+let a writer that had opened the old file lock a deleted one while a third made a new one,
+and two writers then wrote the same episode index. A refused writer gets one
+:class:`TheiaError` line; ``wait_s`` waits for the current writer to close instead.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import fcntl
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,7 +68,8 @@ log = logging.getLogger(__name__)
 COMMIT_DIR = "commit"
 MANIFEST = "commit.json"
 EPISODE_DIR = "episode"
-LOCK_FILE = "writer.lock"
+LOCK_FILE = ".writer.lock"  # in the dataset root, never deleted (see the module docstring)
+LOCK_POLL_S = 0.05
 
 
 def _replace(src: Path, dst: Path) -> None:
@@ -130,6 +138,7 @@ class DatasetWriter:
         state_names: list[str] | None = None,
         has_ee_pose: bool = True,
         video: VideoSettings | None = None,
+        wait_s: float = 0.0,
     ) -> DatasetWriter:
         """New empty dataset at ``root`` (must not exist or be empty).
 
@@ -140,9 +149,11 @@ class DatasetWriter:
             action_kind: what the 7 action numbers mean (``ee_delta`` | ``ee_absolute``).
             has_ee_pose: store ``observation.ee_pose`` ``[6]`` (xyz m + rpy rad).
             video: encoder settings (default H.264 yuv444p CRF 10).
+            wait_s: how long to wait for another writer of ``root`` to close.
         """
         root = Path(root)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if root.exists() and (not root.is_dir()
+                              or any(p.name != LOCK_FILE for p in root.iterdir())):
             raise TheiaError(f"{root}: already exists and is not empty; "
                              "use DatasetWriter.open to append to a dataset")
         if isinstance(fps, float) and fps.is_integer():
@@ -165,32 +176,46 @@ class DatasetWriter:
         features = layout.build_features(cameras, int(state_dim), kind, state_names,
                                          has_ee_pose, video.info(), fps)
         info = layout.new_info(fps, robot_type, features, kind)
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TheiaError(f"{root}: cannot create the dataset directory ({exc})") from exc
         writer = cls(root, info, video)
-        writer._lock()
-        write_parquet(tasks_table({}), root / layout.TASKS_PATH)
-        layout.write_json_atomic(root / layout.INFO_PATH, info)
+        writer._lock_fd = cls._acquire_lock(root, wait_s)
+        try:
+            if (root / layout.INFO_PATH).exists():
+                raise TheiaError(f"{root}: another writer created a dataset here first; "
+                                 "use DatasetWriter.open to append to it")
+            write_parquet(tasks_table({}), root / layout.TASKS_PATH)
+            layout.write_json_atomic(root / layout.INFO_PATH, info)
+        except OSError as exc:
+            writer._release()
+            raise TheiaError(f"{root}: cannot write the new dataset ({exc})") from exc
+        except BaseException:
+            writer._release()
+            raise
         return writer
 
     @classmethod
     def open(
-        cls, root: str | Path, unfinished: Literal["drop", "recover"] = "drop"
+        cls, root: str | Path, unfinished: Literal["drop", "recover"] = "drop",
+        wait_s: float = 0.0,
     ) -> DatasetWriter:
         """Append to an existing dataset, first cleaning up after a killed writer.
 
         ``unfinished="drop"`` deletes a half-recorded episode (it was never saved, so it
         is usually an aborted demonstration); ``"recover"`` saves its complete frames as a
         new episode with ``success=False`` and ``recovered=True`` (see
-        ``recovered_episode``).
+        ``recovered_episode``). ``wait_s``: how long to wait for another writer to close
+        (0: refuse at once). Every failure is a one-line :class:`TheiaError`.
         """
         if unfinished not in ("drop", "recover"):
             raise TheiaError(f"unfinished: expected 'drop' or 'recover', got {unfinished!r}")
         root = Path(root)
         info_path = root / layout.INFO_PATH
-        layout.validate_info(layout.read_json(info_path), info_path)
-        staging = root / layout.STAGING_DIR
-        staging.mkdir(exist_ok=True)
-        lock_fd = cls._acquire_lock(root)
+        layout.validate_info(layout.read_json(info_path), info_path)  # a dataset at all?
+        lock_fd = cls._acquire_lock(root, wait_s)
+        writer: DatasetWriter | None = None
         try:
             apply_pending_commit(root)
             info = layout.validate_info(layout.read_json(info_path), info_path)
@@ -210,32 +235,56 @@ class DatasetWriter:
                                       pix_fmt=vinfo.get("video.pix_fmt", "yuv444p"))
             writer = cls(root, info, video)
             writer._lock_fd = lock_fd
-        except BaseException:
-            os.close(lock_fd)
+            stats_path = root / layout.STATS_PATH
+            if stats_path.exists():
+                writer.stats = stats_from_json(layout.read_json(stats_path))
+            tasks_path = root / layout.TASKS_PATH
+            if tasks_path.exists():
+                writer.tasks = read_tasks(tasks_path)
+            writer._handle_unfinished(unfinished)
+        except BaseException as exc:
+            if writer is not None:
+                writer._release()
+            else:
+                os.close(lock_fd)
+            if isinstance(exc, OSError):
+                raise TheiaError(f"{root}: cannot open the dataset for writing ({exc})") \
+                    from exc
             raise
-        stats_path = root / layout.STATS_PATH
-        if stats_path.exists():
-            writer.stats = stats_from_json(layout.read_json(stats_path))
-        tasks_path = root / layout.TASKS_PATH
-        if tasks_path.exists():
-            writer.tasks = read_tasks(tasks_path)
-        writer._handle_unfinished(unfinished)
         return writer
 
     @staticmethod
-    def _acquire_lock(root: Path) -> int:
-        staging = root / layout.STAGING_DIR
-        staging.mkdir(parents=True, exist_ok=True)
-        fd = os.open(staging / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise TheiaError(f"{root}: another DatasetWriter has this dataset open") from exc
-        return fd
+    def _acquire_lock(root: Path, wait_s: float = 0.0) -> int:
+        """An fd holding the dataset's writer lock, waiting up to ``wait_s`` for it.
 
-    def _lock(self) -> None:
-        self._lock_fd = self._acquire_lock(self.root)
+        The lock counts only while ``.writer.lock`` is still the file we locked: should
+        someone delete it, a new file would have no lock on it, so we lock again.
+        """
+        path = root / LOCK_FILE
+        deadline = time.monotonic() + max(0.0, float(wait_s))
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise TheiaError(f"{root}: cannot open the writer lock {LOCK_FILE} "
+                                 f"({exc.strerror or exc})") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held, now = os.fstat(fd), os.stat(path)
+                if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                    return fd
+            except (BlockingIOError, FileNotFoundError):
+                pass  # another writer has it / the file was deleted under us: try again
+            except OSError as exc:
+                os.close(fd)
+                raise TheiaError(f"{root}: cannot lock {LOCK_FILE} ({exc.strerror or exc})") \
+                    from exc
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                waited = f" (waited {wait_s:g} s)" if wait_s > 0 else ""
+                raise TheiaError(f"{root}: another DatasetWriter has this dataset open"
+                                 f"{waited}; only one writer at a time")
+            time.sleep(LOCK_POLL_S)
 
     def _handle_unfinished(self, unfinished: str) -> None:
         stage_dir = self.root / layout.STAGING_DIR / EPISODE_DIR
@@ -376,6 +425,15 @@ class DatasetWriter:
         return self._save(bool(success), recovered=False)
 
     def _save(self, success: bool, recovered: bool) -> int:
+        """``_commit``, with an I/O failure (disk full, permissions) as one TheiaError line;
+        the episode stays staged, so saving again (or ``discard_episode``) is possible."""
+        try:
+            return self._commit(success, recovered)
+        except OSError as exc:
+            raise TheiaError(f"{self.root}: saving episode {self.num_episodes} failed "
+                             f"({exc}); the episode is still staged") from exc
+
+    def _commit(self, success: bool, recovered: bool) -> int:
         stage = self._stage
         assert stage is not None
         root, staging = self.root, self.root / layout.STAGING_DIR

@@ -35,7 +35,8 @@ class EpisodeRecorder:
     Args:
         robot: a connected adapter (``EE_DELTA`` actions).
         writer: an open ``theia_ros.dataset.DatasetWriter`` with the robot's camera(s).
-        safety: the filter every command passes.
+        safety: the filter every command passes (its speed limits apply per frame of the
+            writer's ``fps``).
         task: episode task text.
         stamp: store the observation's capture time (real-time recording) instead of the
             control grid ``frame_index / fps``.
@@ -46,6 +47,7 @@ class EpisodeRecorder:
         self.robot = robot
         self.writer = writer
         self.safety = safety
+        safety.bind_period(1.0 / float(writer.fps))  # one frame per teleop step
         self.task = task
         self.stamp = stamp
         self.holds = 0

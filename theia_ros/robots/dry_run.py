@@ -65,6 +65,6 @@ class DryRunRobot(RobotAdapter):
 
 
 def _wx250s_fk(q: np.ndarray) -> np.ndarray:
-    if q.shape != (K.NUM_JOINTS,):
-        return np.full(6, np.nan)  # unknown arm: no pose, the safety filter holds
+    if q.shape != (K.NUM_JOINTS,) or not np.all(np.isfinite(q)):
+        return np.full(6, np.nan)  # unknown arm or a bad reading: no pose, the loop holds
     return K.fk_pose(q)

@@ -148,7 +148,7 @@ def build_robot(name: str, ctx: RobotContext) -> RobotSetup:
 def override_limits(limits: SafetyLimits, values: dict[str, object]) -> SafetyLimits:
     """Apply the node's ``safety.*`` parameters (negative / empty = keep) over ``limits``."""
     changes: dict[str, object] = {}
-    for key in ("max_step_m", "max_step_rad"):
+    for key in ("max_speed_m_s", "max_angular_speed_rad_s"):
         v = values.get(f"safety.{key}")
         if isinstance(v, (int, float)) and v >= 0:
             changes[key] = float(v)

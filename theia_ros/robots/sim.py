@@ -194,13 +194,17 @@ class SimWidowX(RobotAdapter):
         env.step_joints(env.arm_qpos(), self._gripper_cmd, self.period_s)
 
     def safe_stop(self) -> None:
-        """Hold, then glide to the Interbotix sleep pose over ``PARK_STEPS`` periods."""
+        """Hold, then glide to the Interbotix sleep pose over ``PARK_STEPS`` periods; an
+        interrupted park (e-stop) holds where the arm is after the current period."""
         if self._env is None:
             return
         env = self._env
         self.hold()
         start = env.arm_qpos()
         for i in range(PARK_STEPS + SETTLE_STEPS):
+            if self.park_interrupted:
+                self.hold()
+                return
             a = min(1.0, (i + 1) / PARK_STEPS)
             env.step_joints(start + a * (K.SLEEP_QPOS_RAD - start), self._gripper_cmd,
                             self.period_s)

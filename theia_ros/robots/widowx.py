@@ -56,6 +56,7 @@ from theia_ros.control.observation import JOINTS_KEY
 from theia_ros.control.ratelog import RateLimitedLogger
 from theia_ros.control.rotations import ee_delta_between
 from theia_ros.errors import TheiaError
+from theia_ros.robots.joint_state import gripper_fraction, implausible_joints
 from theia_ros.types import Action, ActionKind, Observation, RobotAdapter
 
 log = logging.getLogger(__name__)
@@ -353,7 +354,8 @@ class WidowXAdapter(RobotAdapter):
 
     # -- sensing ---------------------------------------------------------------------------
     def _read_joints(self) -> tuple[np.ndarray, float, float] | None:
-        """(arm joints [6] rad, gripper open fraction, monotonic capture stamp) or None."""
+        """(arm joints [6] rad, gripper open fraction, monotonic capture stamp) or None when
+        there is no reading or it cannot be true (counted; the loop holds, nothing moves)."""
         core = self.bot.core
         with core.js_mutex:
             msg = core.joint_states
@@ -361,15 +363,21 @@ class WidowXAdapter(RobotAdapter):
             return None
         index = core.js_index_map
         q = np.array([msg.position[index[n]] for n in K.JOINT_NAMES], dtype=np.float64)
-        finger = float(msg.position[index["left_finger"]])
-        frac = (finger - K.FINGER_CLOSED_M) / (K.FINGER_OPEN_M - K.FINGER_CLOSED_M)
-        return q, float(np.clip(frac, 0.0, 1.0)), self._stamp(msg)
+        frac = gripper_fraction(msg.position[index["left_finger"]])
+        if implausible_joints(q).any() or math.isnan(frac):
+            self.counters["bad_joint_states"] += 1
+            self._log.log(logging.WARNING, "bad_joint_state", "widowx: impossible joint state "
+                          "(joints %s, gripper %s); holding", q, frac)
+            return None
+        return q, frac, self._stamp(msg)
 
     def _stamp(self, msg: Any) -> float:
         """Monotonic capture time of ``msg``: from its header via our node's ROS clock, or,
         for unstamped messages, when this adapter first saw the message object."""
         now = self.clock()
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if stamp_ns < 0:
+            return -math.inf  # a stamp before 1970 cannot be true: never fresh
         if stamp_ns > 0:
             return now - max(0.0, (self.link.now_ns() - stamp_ns) * 1e-9)
         if msg is not self._last_js:
@@ -563,7 +571,9 @@ class WidowXAdapter(RobotAdapter):
             self._set_fault(f"hold raised {exc!r}")
 
     def safe_stop(self) -> None:
-        """Hold, then the Interbotix home pose, then the sleep pose (blocking, ~2 x 2 s).
+        """Hold, then the Interbotix home pose, then the sleep pose (~2 x 2 s). Each pose is
+        sent without blocking and waited for with ``park_wait``, so an e-stop
+        (``interrupt_park``) holds the arm where it is at once instead of after the park.
 
         With a motor fault the arm only holds: moving the other joints next to a motor in
         error is left to the operator (reboot the motors, then park from the Interbotix tools).
@@ -577,8 +587,15 @@ class WidowXAdapter(RobotAdapter):
         t = self.config.park_moving_time_s
         try:
             self._set_profile(t, 0.25 * t)
-            self.bot.arm.go_to_home_pose(blocking=True)
-            self.bot.arm.go_to_sleep_pose(blocking=True)
+            for go_to_pose in (self.bot.arm.go_to_home_pose, self.bot.arm.go_to_sleep_pose):
+                if self.park_interrupted:
+                    break
+                go_to_pose(blocking=False)
+                self.park_wait(t)  # returns at once when interrupted
+            if self.park_interrupted:
+                self.hold()
+                log.warning("widowx: park interrupted; holding where the arm is")
+                return
             self.counters["parks"] += 1
         except Exception as exc:
             self._set_fault(f"parking raised {exc!r}")

@@ -9,6 +9,7 @@ tests and other front ends build the same control core without rclpy.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,6 +31,7 @@ from theia_ros.ros.task_config import TaskConfig, resolve_path
 from theia_ros.types import ActionKind, RobotAdapter
 
 log = logging.getLogger(__name__)
+MAX_RATE_HZ = 100.0  # the rate_hz parameter's upper bound
 
 
 @dataclass
@@ -50,8 +52,9 @@ class ControlAssembly:
 
 def load_policy(p: dict[str, Any], task: TaskConfig | None) -> tuple[Any, ActionKind,
                                                                        tuple[int, int]]:
-    """Load the ``bundle`` parameter with the runtime; the bundle's camera wins over
-    the ``camera`` parameter (``p`` is updated)."""
+    """Load the ``bundle`` parameter with the runtime; the bundle's camera wins over the
+    ``camera`` parameter, and its trained rate over ``rate_hz`` unless
+    ``allow_rate_override`` (``p`` is updated)."""
     if not p["bundle"]:
         raise TheiaError("policy_node: parameter 'bundle' (or config_file's bundle:) is required")
     from theia_ros.runtime import load
@@ -63,11 +66,30 @@ def load_policy(p: dict[str, Any], task: TaskConfig | None) -> tuple[Any, Action
         log.warning("bundle camera %r differs from the camera parameter %r; using the "
                     "bundle's", meta.camera, p["camera"])
         p["camera"] = meta.camera
-    if abs(meta.control_rate_hz - p["rate_hz"]) > 1e-6:
-        log.warning("rate_hz %s differs from the rate the policy was trained at (%s Hz)",
-                    p["rate_hz"], meta.control_rate_hz)
+    p["rate_hz"] = choose_rate(p["rate_hz"], meta.control_rate_hz,
+                               bool(p.get("allow_rate_override", False)))
     log.info("loaded %s on %s", bundle, runtime.backend)
     return runtime, ActionKind(meta.action_kind), tuple(meta.image_hw)
+
+
+def choose_rate(requested_hz: float, trained_hz: float, allow_override: bool) -> float:
+    """The control rate to run a bundle at: the rate it was trained at, unless the operator
+    explicitly allows another one. A policy's actions are steps of one trained period, so
+    at another rate it moves at another speed (the safety filter's speed limits still cap
+    it)."""
+    trained_hz = float(trained_hz)
+    if not (math.isfinite(trained_hz) and 0 < trained_hz <= MAX_RATE_HZ):
+        raise TheiaError(f"bundle: control_rate_hz {trained_hz!r} is not a usable rate "
+                         f"(0, {MAX_RATE_HZ:g}] Hz")
+    if abs(requested_hz - trained_hz) <= 1e-6:
+        return trained_hz
+    if allow_override:
+        log.warning("running at rate_hz %s Hz, not the %s Hz the policy was trained at "
+                    "(allow_rate_override)", requested_hz, trained_hz)
+        return float(requested_hz)
+    log.warning("rate_hz %s Hz ignored: running at the bundle's trained rate %s Hz (set "
+                "allow_rate_override:=true to run at another rate)", requested_hz, trained_hz)
+    return trained_hz
 
 
 def _freshness(p: Mapping[str, Any], task: TaskConfig | None) -> Freshness:

@@ -6,6 +6,7 @@ Only this module and the ``*_node.py`` files import rclpy; everything they call 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import threading
@@ -135,11 +136,17 @@ def parameter_guard(specs: Mapping[str, ParamSpec],
 def stamp_to_monotonic(node: Node, stamp: Any) -> float:
     """A header stamp (ROS time) -> monotonic seconds: ``now_mono - (now_ros - stamp)``.
 
-    A zero stamp (drivers that do not stamp) is taken as "received now".
+    A zero stamp (drivers that do not stamp) is taken as "received now". A stamp that cannot
+    be true (negative, ``nanosec`` of a second or more) gives ``-inf``: the sample is never
+    fresh, so the control loop holds rather than act on a reading of unknown age. A stamp
+    in the future is passed on; the loop's freshness check holds on it.
     """
     now_mono = time.monotonic()
-    stamp_ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-    if stamp_ns <= 0:
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if sec < 0 or not 0 <= nanosec < 1_000_000_000:
+        return -math.inf
+    stamp_ns = sec * 1_000_000_000 + nanosec
+    if stamp_ns == 0:
         return now_mono
     now_ns = node.get_clock().now().nanoseconds
     return now_mono - (now_ns - stamp_ns) * 1e-9
@@ -161,11 +168,12 @@ def image_message_type(image_type: str) -> type:
     return {"Image": Image, "CompressedImage": CompressedImage}[image_type]
 
 
-def message_to_rgb(msg: Any) -> np.ndarray:
-    """Either image message -> uint8 RGB ``[H, W, 3]`` (raises ImageConversionError)."""
+def message_to_rgb(msg: Any, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Either image message -> uint8 RGB ``[H, W, 3]`` (raises ImageConversionError); an
+    image of another size than ``expect_hw`` is refused before it is decoded."""
     if hasattr(msg, "encoding"):
-        return image_to_rgb(msg)
-    return compressed_to_rgb(msg)
+        return image_to_rgb(msg, expect_hw)
+    return compressed_to_rgb(msg, expect_hw)
 
 
 class RosLogHandler(logging.Handler):
@@ -275,11 +283,7 @@ class SensorIntake:
 
     def _on_image(self, msg: Any) -> None:
         try:
-            rgb = message_to_rgb(msg)
-            if self._image_hw is not None and rgb.shape[:2] != self._image_hw:
-                raise TheiaError(f"image is {rgb.shape[0]}x{rgb.shape[1]} but the policy takes "
-                                 f"{self._image_hw[0]}x{self._image_hw[1]}; set the camera "
-                                 "driver's resolution")
+            rgb = message_to_rgb(msg, self._image_hw)  # the size the policy takes, if known
             self._images.put(self._camera, rgb, stamp_to_monotonic(self._node, msg.header.stamp))
             self.images_received += 1
         except TheiaError as exc:

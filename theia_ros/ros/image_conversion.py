@@ -6,6 +6,12 @@ nodes share one code path. Rows are read with the message's ``step`` (drivers pa
 alignment), never assumed packed. Anything malformed raises :class:`ImageConversionError`
 naming the field; the nodes turn it into a throttled warning and keep running.
 
+Size limits hold before anything is allocated: a raw image's ``height`` / ``width`` and a
+compressed image's *declared* size (the PNG ``IHDR`` or JPEG ``SOF`` header, read without
+decoding) must be within :data:`MAX_SIDE_PX` per side and :data:`MAX_PIXELS` in all, and
+equal ``expect_hw`` where the caller knows the size it needs. A 600 KB PNG can declare
+25000 x 25000 pixels (1.9 GB decoded); it is refused from its first 24 bytes.
+
 Example::
 
     rgb = image_to_rgb(msg)            # sensor_msgs/Image, any of ENCODINGS
@@ -43,6 +49,59 @@ ENCODINGS: dict[str, _Encoding] = {
 }
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 MAX_SIDE_PX = 16384  # larger headers are treated as garbage, not allocated
+MAX_PIXELS = 8192 * 8192  # 192 MB as RGB: far above any camera, far below a bomb
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...): all but DHT, JPG, DAC
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI: no length field
+
+
+def check_size(height: int, width: int, what: str,
+               expect_hw: tuple[int, int] | None = None) -> None:
+    """Raise :class:`ImageConversionError` unless ``height x width`` is a sane image size
+    (and ``expect_hw`` when given)."""
+    if not (0 < height <= MAX_SIDE_PX and 0 < width <= MAX_SIDE_PX) \
+            or height * width > MAX_PIXELS:
+        raise ImageConversionError(f"{what} size {height}x{width} (height x width) is invalid "
+                                   f"(at most {MAX_SIDE_PX} per side, {MAX_PIXELS} pixels)")
+    if expect_hw is not None and (height, width) != tuple(expect_hw):
+        raise ImageConversionError(f"{what} is {height}x{width} but {expect_hw[0]}x"
+                                   f"{expect_hw[1]} is needed; set the camera driver's "
+                                   "resolution")
+
+
+def encoded_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
+    """``(height, width)`` a PNG or JPEG declares in its header, without decoding; None when
+    ``data`` is neither or the header is cut short."""
+    buf = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if buf.startswith(PNG_SIGNATURE):
+        if len(buf) < 24 or buf[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(buf[20:24], "big"), int.from_bytes(buf[16:20], "big")
+    if not buf.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 1 < len(buf):  # walk the marker segments up to the first start-of-frame
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA) or i + 4 > len(buf):  # image data before any frame header
+            return None
+        length = int.from_bytes(buf[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > len(buf):
+                return None
+            return int.from_bytes(buf[i + 5:i + 7], "big"), int.from_bytes(buf[i + 7:i + 9], "big")
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
 
 
 def _raw_bytes(data: Any) -> np.ndarray:
@@ -55,11 +114,12 @@ def _raw_bytes(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def image_to_rgb(msg: Any, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
     """``sensor_msgs/Image`` -> uint8 RGB ``[H, W, 3]`` (a new, contiguous array).
 
-    Raises :class:`ImageConversionError` for an unknown encoding, a zero or absurd size, a
-    ``step`` shorter than one packed row, or ``data`` shorter than ``step * height``.
+    Raises :class:`ImageConversionError` for an unknown encoding, a zero or absurd size (or
+    not ``expect_hw``), a ``step`` shorter than one packed row, or ``data`` shorter than
+    ``step * height``.
     """
     encoding = str(msg.encoding).lower()
     spec = ENCODINGS.get(encoding)
@@ -67,8 +127,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         raise ImageConversionError(f"image encoding {msg.encoding!r} is not supported; "
                                    f"expected one of {sorted(ENCODINGS)}")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if not (0 < height <= MAX_SIDE_PX and 0 < width <= MAX_SIDE_PX):
-        raise ImageConversionError(f"image size {height}x{width} (height x width) is invalid")
+    check_size(height, width, "image", expect_hw)
     row_bytes = width * spec.channels
     if step < row_bytes:
         raise ImageConversionError(f"image step {step} is shorter than one row of {width} "
@@ -90,11 +149,12 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), spec.to_rgb)
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
+def compressed_to_rgb(msg: Any, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (jpeg or png, colour or grey) -> uint8 RGB ``[H, W, 3]``.
 
     ``format`` may be ``jpeg`` or the ``image_transport`` style ``"bgr8; jpeg compressed bgr8"``;
     the codec is detected from the bytes, the format string only has to name a supported one.
+    The declared size is checked (see the module docstring) before anything is decoded.
     """
     fmt = str(getattr(msg, "format", "")).lower()
     if fmt and not any(f in fmt for f in COMPRESSED_FORMATS):
@@ -103,8 +163,17 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     raw = _raw_bytes(msg.data)
     if raw.size == 0:
         raise ImageConversionError("compressed image has no data")
-    decoded = cv2.imdecode(raw, cv2.IMREAD_COLOR)  # BGR, grey expanded to 3 channels
-    if decoded is None:
+    declared = encoded_size(raw)
+    if declared is None:
+        raise ImageConversionError(f"compressed image ({raw.size} bytes, format {fmt!r}) could "
+                                   "not be decoded: no complete PNG/JPEG header (truncated or "
+                                   "not jpeg/png)")
+    check_size(*declared, "compressed image (declared)", expect_hw)
+    try:
+        decoded = cv2.imdecode(raw, cv2.IMREAD_COLOR)  # BGR, grey expanded to 3 channels
+    except cv2.error:  # OpenCV refuses some malformed headers by raising, not returning None
+        decoded = None
+    if decoded is None or decoded.shape[:2] != declared:
         raise ImageConversionError(f"compressed image ({raw.size} bytes, format {fmt!r}) could "
                                    "not be decoded: truncated or not jpeg/png")
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)

@@ -125,7 +125,8 @@ _LOOP = (
               "block and defaults for these parameters", read_only=True),
     ParamSpec("robot", "str", "dry_run", "robot adapter; dry_run moves nothing (observations "
               "from topics, actions only published)", choices=ROBOTS, read_only=True),
-    ParamSpec("rate_hz", "float", 5.0, "control rate (Hz)", low=0.1, high=100.0,
+    ParamSpec("rate_hz", "float", 5.0, "control rate (Hz); a policy bundle runs at its "
+              "trained rate instead unless allow_rate_override", low=0.1, high=100.0,
               read_only=True),
     ParamSpec("autostart", "bool", False, "start acting without a ~/start call",
               read_only=True),
@@ -152,10 +153,14 @@ POLICY_NODE_PARAMS: dict[str, ParamSpec] = table(
               read_only=True),
     ParamSpec("async_planning", "bool", False, "run inference in a worker thread ahead of "
               "the ticks (diffusion)", read_only=True),
-    ParamSpec("safety.max_step_m", "float", -1.0, "per-step EE translation limit (m); "
-              "negative: the robot's config", high=0.5, read_only=True),
-    ParamSpec("safety.max_step_rad", "float", -1.0, "per-step EE rotation limit (rad); "
-              "negative: the robot's config", high=1.5, read_only=True),
+    ParamSpec("allow_rate_override", "bool", False, "run at rate_hz even when it differs "
+              "from the bundle's trained rate (false: the bundle's rate wins, with a warning)",
+              read_only=True),
+    ParamSpec("safety.max_speed_m_s", "float", -1.0, "EE translation speed limit (m/s; one "
+              "tick moves at most this times the period); negative: the robot's config",
+              high=2.5, read_only=True),
+    ParamSpec("safety.max_angular_speed_rad_s", "float", -1.0, "EE rotation speed limit "
+              "(rad/s); negative: the robot's config", high=7.5, read_only=True),
     ParamSpec("safety.workspace_min_m", "float_list", [], "workspace box lower corner [3] "
               "(m, base frame); empty: the robot's config", read_only=True),
     ParamSpec("safety.workspace_max_m", "float_list", [], "workspace box upper corner [3]; "

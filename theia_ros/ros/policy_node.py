@@ -25,6 +25,12 @@ callbacks, so inference never delays the camera callback and a ``~/stop`` is ser
 tick runs (the loop serialises them on its lock). rclpy's Python ``MultiThreadedExecutor``
 busy-waits while a callback group is busy and starved the ticks for over a second.
 
+Parks (seconds) never run on the executor: ``~/stop`` holds at once and leaves the park to
+the control thread's next tick, a fault parks on the control thread, and ``~/estop``
+interrupts a park in progress (the arm holds where it is) before it waits for the loop. So
+``/diagnostics``, the sensor callbacks and the services keep running during a park;
+``~/start`` is refused until the park is over.
+
 Example::
 
     policy_node --ros-args -p config_file:=config/widowx_door.yaml -p bundle:=bundles/door \\
@@ -182,6 +188,7 @@ class PolicyNode(Node):
             "joint_errors": str(self.sensors.joint_errors),
             "images_received": str(self.sensors.images_received),
             "estop": str(self.loop.safety.estopped).lower(),
+            "parking": str(self.loop.parking).lower(),
         })
         fault = self.adapter.fault
         if fault is not None:
@@ -193,6 +200,8 @@ class PolicyNode(Node):
             return DiagnosticStatus.ERROR, f"e-stop: {self.loop.safety.estop_reason}", values
         if state is LoopState.FAULTED or fault is not None:
             return DiagnosticStatus.ERROR, f"faulted: {self.loop.last_fault or fault}", values
+        if self.loop.parking:
+            return DiagnosticStatus.OK, "parking", values
         if state is LoopState.RUNNING and last is not None and last.status == "held":
             values["hold_reason"] = str(last.hold_reason)
             return DiagnosticStatus.WARN, f"holding: {last.hold_reason}", values
@@ -215,6 +224,8 @@ class PolicyNode(Node):
             if self.loop.safety.estopped:
                 raise TheiaError(f"e-stop is latched ({self.loop.safety.estop_reason}); "
                                  "restart the node to reset it")
+            if self.loop.parking:  # the robot is busy on the control thread
+                raise TheiaError("parking; call ~/start again when the park is over")
             if self.loop.state is LoopState.FAULTED:
                 self._recover()
             self.loop.start()
@@ -239,8 +250,9 @@ class PolicyNode(Node):
         return resp
 
     def _srv_stop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        self.loop.stop()
-        resp.success, resp.message = True, self.loop.state.value
+        self.loop.request_stop()  # holds now; the control thread parks on its next tick
+        resp.success = True
+        resp.message = "stopped; parking" if self.loop.parking else self.loop.state.value
         return resp
 
     def _srv_estop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:

@@ -11,7 +11,7 @@ tests). One file per task/robot::
       rate_hz: 5.0
       freshness: {cameras: [front], max_image_age_s: 0.3, max_joint_age_s: 0.2}
       chunking: {replan_every: 1, temporal_ensemble: false}
-    safety: {max_step_m: 0.03}     # SafetyLimits fields over the robot's preset
+    safety: {max_speed_m_s: 0.15}  # SafetyLimits fields over the robot's preset
     topics: {image: /camera/color/image_raw, image_type: Image, joint_states: /wx250s/joint_states}
     camera_driver: {type: usb_cam, device: /dev/video0, width: 640, height: 480, fps: 30}
     widowx: {...}                  # WidowXConfig fields      (robot: widowx)

@@ -49,7 +49,6 @@ from bosdyn.client.robot_command import (
     NoTimeSyncError,
     RobotCommandBuilder,
     RobotCommandClient,
-    block_until_arm_arrives,
     blocking_stand,
 )
 from bosdyn.client.robot_state import RobotStateClient
@@ -58,7 +57,13 @@ from bosdyn.client.time_sync import TimeSyncError
 from theia_ros.control.observation import JOINTS_KEY
 from theia_ros.errors import TheiaError
 from theia_ros.robots.spot.config import SpotConfig
-from theia_ros.robots.spot.io import decode_image, load_credentials, read_arm, rpy_to_quat
+from theia_ros.robots.spot.io import (
+    decode_image,
+    load_credentials,
+    read_arm,
+    rpy_to_quat,
+    wait_until_stowed,
+)
 from theia_ros.types import Action, ActionKind, Observation, RobotAdapter
 
 __all__ = ["SpotAdapter", "SpotConfig", "SpotFault"]
@@ -403,7 +408,8 @@ class SpotAdapter(RobotAdapter):
 
     def safe_stop(self) -> None:
         """Stow the arm (gripper closed), then sit + power off if configured. Skipped when a
-        fault means the robot cannot (or must not) be commanded."""
+        fault means the robot cannot (or must not) be commanded; an interrupted park (e-stop,
+        ``interrupt_park``) stops the arm where it is and skips the power-off."""
         if self._robot is None:
             return
         cfg = self.config
@@ -416,9 +422,18 @@ class SpotAdapter(RobotAdapter):
             stow = RobotCommandBuilder.build_synchro_command(
                 RobotCommandBuilder.arm_stow_command(),
                 RobotCommandBuilder.claw_gripper_open_fraction_command(0.0))
+            if self.park_interrupted:
+                self.hold()
+                return
             command_id = self._command_client.robot_command(stow, timeout=cfg.rpc_timeout_s)
-            if not block_until_arm_arrives(self._command_client, command_id,
-                                           timeout_sec=cfg.power_timeout_s):
+            stowed = wait_until_stowed(self._command_client, command_id, cfg.power_timeout_s,
+                                       self.park_wait)
+            if stowed is None:
+                logger.warning("%s: stow interrupted; stopping the arm where it is",
+                               self._where())
+                self.hold()
+                return
+            if not stowed:
                 logger.warning("%s: arm did not report stowed in time", self._where())
             if cfg.power_off_on_exit:
                 self._robot.power_off(cut_immediately=False, timeout_sec=cfg.power_timeout_s,

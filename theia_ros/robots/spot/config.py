@@ -126,19 +126,20 @@ class SpotConfig:
             low, high = BODY_WORKSPACE_M
         return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
 
-    def safety_limits(self, max_step_m: float = 0.05, max_step_rad: float = 0.25):
-        """Control-core limits for this robot: the same workspace box, and per-tick steps of
-        5 cm / 0.25 rad (0.25 m/s, 1.25 rad/s at 5 Hz). Absolute poses are stepped from the
-        last commanded pose, so a blocked or lagging arm must not let commands walk away from
-        it: beyond two steps of tracking error, steps are judged from the measured hand pose.
+    def safety_limits(self, max_speed_m_s: float = 0.25, max_angular_speed_rad_s: float = 1.25):
+        """Control-core limits for this robot: the same workspace box, and 0.25 m/s / 1.25 rad/s
+        (5 cm / 0.25 rad per tick at 5 Hz). Absolute poses are stepped from the last commanded
+        pose, so a blocked or lagging arm must not let commands walk away from it: beyond two
+        ticks' travel of tracking error, steps are judged from the measured hand pose.
         Override with ``SafetyLimits.from_dict(..., base=cfg.safety_limits())`` from the task
         YAML's ``safety:`` block."""
         from theia_ros.control.safety import SafetyLimits
 
         low, high = self.workspace_box()
         return SafetyLimits(workspace_min_m=tuple(low), workspace_max_m=tuple(high),
-                            max_step_m=max_step_m, max_step_rad=max_step_rad,
-                            max_tracking_error_m=2.0 * max_step_m)
+                            max_speed_m_s=max_speed_m_s,
+                            max_angular_speed_rad_s=max_angular_speed_rad_s,
+                            max_tracking_error_m=2.0 * max_speed_m_s * self.period_s)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "spot config") -> SpotConfig:

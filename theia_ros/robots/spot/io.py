@@ -1,4 +1,5 @@
-"""Pure helpers for the Spot adapter: credentials, pose conversions, image decoding, arm state.
+"""Helpers for the Spot adapter: credentials, pose conversions, image decoding, arm state, and
+waiting for a stow that an e-stop can cut short.
 
 Kept apart from ``spot.py`` so the adapter reads as the start-up / tick / shut-down sequence,
 and so these conversions can be tested without a robot.
@@ -9,13 +10,14 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-from bosdyn.api import image_pb2
+from bosdyn.api import arm_command_pb2, image_pb2
 from bosdyn.client.frame_helpers import HAND_FRAME_NAME, get_a_tform_b
 
 from theia_ros.errors import TheiaError
@@ -126,7 +128,7 @@ class ArmReading:
 
     joint_positions: np.ndarray  # [6] rad, ARM_JOINTS order
     ee_pose: np.ndarray  # [6] xyz m + extrinsic rpy rad of the hand in the frame
-    gripper: float  # open fraction [0, 1]
+    gripper: float  # open fraction [0, 1]; NaN for an impossible reading
 
 
 def read_arm(robot_state, frame: str) -> ArmReading:
@@ -142,5 +144,31 @@ def read_arm(robot_state, frame: str) -> ArmReading:
     rot = pose.rot
     ee = np.concatenate([[pose.x, pose.y, pose.z], quat_to_rpy(rot.w, rot.x, rot.y, rot.z)])
     gripper = robot_state.manipulator_state.gripper_open_percentage / 100.0
+    # a reading outside 0..100 % (beyond rounding) is a bad sample, not "fully open":
+    # NaN makes the control loop hold until a good one arrives
+    gripper = min(max(gripper, 0.0), 1.0) if -0.01 <= gripper <= 1.01 else math.nan
     return ArmReading(np.array([by_name[name] for name in ARM_JOINTS], dtype=np.float64),
-                      ee.astype(np.float64), float(min(max(gripper, 0.0), 1.0)))
+                      ee.astype(np.float64), float(gripper))
+
+
+_NAMED = arm_command_pb2.NamedArmPositionsCommand.Feedback
+STOW_POLL_S = 0.1
+
+
+def wait_until_stowed(command_client, command_id: int, timeout_s: float,
+                      wait: Callable[[float], bool]) -> bool | None:
+    """Poll a stow command's feedback (as bosdyn's ``block_until_arm_arrives`` does) until the
+    arm is stowed (True), stalls or ``timeout_s`` passes (False), or ``wait(STOW_POLL_S)``
+    returns False: the park was interrupted (None; the caller stops the arm where it is)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        response = command_client.robot_command_feedback(command_id)
+        arm = response.feedback.synchronized_feedback.arm_command_feedback
+        status = arm.named_arm_position_feedback.status
+        if status == _NAMED.STATUS_COMPLETE:
+            return True
+        if status == _NAMED.STATUS_STALLED_HOLDING_ITEM:
+            return False
+        if not wait(STOW_POLL_S):
+            return None
+    return False
