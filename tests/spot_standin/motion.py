@@ -21,6 +21,7 @@ not from the robot's controller:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -134,6 +135,7 @@ class ArmModel:
     claw_target: float = 0.0
     item: Item | None = None
     jammed: bool = False  # something blocks the arm (test hook)
+    gripping: bool = False  # the jaws have closed on the item and stopped there
     mode: str = "idle"  # idle | cartesian | named | stop
     command_id: int = 0
     status: dict[int, str] = field(default_factory=dict)  # command id -> feedback status
@@ -142,6 +144,7 @@ class ArmModel:
     named: str = ""
     named_q: np.ndarray | None = None
     desired_vel: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    tracking_error_m: float = 0.0
     hand_vel: np.ndarray = field(default_factory=lambda: np.zeros(3))
     last_progress_s: float = 0.0
     # (monotonic s, commanded hand speed or nan, real hand speed): the motion record
@@ -155,8 +158,7 @@ class ArmModel:
 
     @property
     def holding(self) -> bool:
-        return self.item is not None and self.claw <= self.item.width + 1e-6 \
-            and self.claw_target < self.item.width
+        return self.gripping
 
     @property
     def stowed(self) -> bool:
@@ -176,10 +178,10 @@ class ArmModel:
         else:
             pos, quat = self.hand()
             vel = np.zeros(3)
+            self.last_progress_s = now_s  # progress is the arm's: a new target is not progress
         self._take_over(command_id)
         self.plan = CartesianPlan(knots, Knot(now_s, pos, quat, vel))
         self.max_error_m, self.mode = max_error_m, "cartesian"
-        self.last_progress_s = now_s
         self.status[command_id] = "IN_PROGRESS"
 
     def command_named(self, command_id: int, name: str, now_s: float) -> None:
@@ -207,13 +209,17 @@ class ArmModel:
         self.log.append((mono_s, desired_speed, float(np.linalg.norm(self.hand_vel))))
 
     def _step_claw(self, dt: float) -> None:
-        target = self.claw_target
-        if self.item is not None and target < self.item.width:
-            hand = kin.forward(self.q)[0]
-            if np.linalg.norm(hand - self.item.pos) < 0.03:
-                target = self.item.width  # the jaws close on the item and stop there
+        target, item = self.claw_target, self.item
+        closing_on_item = False
+        if item is not None and target < item.width:
+            around = (self.claw >= item.width - 1e-6
+                      and np.linalg.norm(kin.forward(self.q)[0] - item.pos) < 0.03)
+            closing_on_item = self.gripping or around  # jaws open around it, closing
+            if closing_on_item:
+                target = item.width  # the jaws stop on the item
         step = CLAW_SPEED_PER_S * dt
         self.claw += float(np.clip(target - self.claw, -step, step))
+        self.gripping = closing_on_item and abs(self.claw - item.width) < 1e-6
 
     def _step_cartesian(self, now_s: float, dt: float) -> float:
         plan = self.plan
@@ -240,6 +246,7 @@ class ArmModel:
                     self.item.pos = kin.forward(self.q)[0]  # the handle comes along
         pos, quat = self.hand()
         error = float(np.linalg.norm(desired_pos - pos))
+        self.tracking_error_m = error
         to_goal = float(np.linalg.norm(plan.goal.pos - pos))
         if moved:
             self.last_progress_s = now_s
@@ -267,3 +274,15 @@ class ArmModel:
             return
         self.q = self.q + delta * min(1.0, JOINT_SPEED_RAD_S * dt / biggest)
         self.status[self.command_id] = "IN_PROGRESS"
+
+
+def stopped_intervals(log: np.ndarray, times_s: list[float], min_speed_m_s: float) -> list[bool]:
+    """For each interval between consecutive ``times_s`` (command arrivals, monotonic): did
+    the commanded hand speed drop below ``min_speed_m_s`` anywhere in it? ``log`` is
+    :meth:`StandInRobot.speed_log`."""
+    out = []
+    for start, end in itertools.pairwise(times_s):
+        inside = log[(log[:, 0] >= start) & (log[:, 0] < end)]
+        speeds = inside[:, 1]
+        out.append(bool(len(speeds) == 0 or np.nanmin(np.nan_to_num(speeds)) < min_speed_m_s))
+    return out

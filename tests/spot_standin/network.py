@@ -25,6 +25,7 @@ class Network:
     down_until_s: float = 0.0  # time.monotonic() until which every call is refused
     methods: tuple[str, ...] = ()  # empty = every RPC
     seed: int = 0
+    fail_count: int = 0  # the next this many matching calls are refused
     dropped: int = 0
     refused: int = 0
     _rng: random.Random = field(init=False, repr=False)
@@ -44,6 +45,11 @@ class Network:
         with self._lock:
             self.down_until_s, self.methods = time.monotonic() + duration_s, methods
 
+    def fail_next(self, count: int, methods: tuple[str, ...] = ()) -> None:
+        """Refuse (UNAVAILABLE) the next ``count`` calls matching ``methods``."""
+        with self._lock:
+            self.fail_count, self.methods = count, methods
+
     def _applies(self, method: str) -> bool:
         return not self.methods or any(name in method for name in self.methods)
 
@@ -52,7 +58,8 @@ class Network:
         with self._lock:
             if not self._applies(method):
                 return
-            down = time.monotonic() < self.down_until_s
+            down = time.monotonic() < self.down_until_s or self.fail_count > 0
+            self.fail_count = max(0, self.fail_count - 1)
             lost = self.loss > 0 and self._rng.random() < self.loss
             wait_s = self.latency_s + (self._rng.uniform(0.0, self.jitter_s)
                                        if self.jitter_s else 0.0)

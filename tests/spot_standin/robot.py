@@ -81,6 +81,8 @@ class StandInRobot:
     standing: bool = False
     arm: ArmModel = field(default_factory=ArmModel)
     reject_status: int | None = None  # when set, every RobotCommand is answered with it
+    feedback_requests: int = 0
+    cartesian_while_stowed: int = 0  # Cartesian commands that found the arm still stowed
     commands: list[ReceivedCommand] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # ordered log: auth, lease_acquire, ...
     # where the body is in odom (so odom-frame commands are distinguishable from body-frame)

@@ -392,6 +392,8 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
             t_s = reference_s + point.time_since_reference.ToNanoseconds() * 1e-9
             knots.append(Knot(t_s, np.array([pose.x, pose.y, pose.z]),
                               np.array([pose.rot.w, pose.rot.x, pose.rot.y, pose.rot.z]), vel))
+        if robot.arm.stowed:
+            robot.cartesian_while_stowed += 1
         max_error = cart.max_pos_tracking_error.value \
             if cart.HasField("max_pos_tracking_error") else None
         robot.arm.command_cartesian(command_id, knots, now_s, max_error)
@@ -404,7 +406,9 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
         kind = self.kinds.get(command_id, "")
         sync = response.feedback.synchronized_feedback
         with robot.lock:
+            robot.feedback_requests += 1
             arm_status = robot.arm.status.get(command_id, "")
+            tracking_error = robot.arm.tracking_error_m
             standing, moving = robot.standing, robot.stance_done_s is not None
         if kind in ("stand", "sit"):
             mobility = sync.mobility_command_feedback
@@ -424,6 +428,7 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
             if kind == "arm_cartesian":
                 arm.arm_cartesian_feedback.status = _CARTESIAN_STATUS.get(
                     arm_status, arm_pb2.ArmCartesianCommand.Feedback.STATUS_UNKNOWN)
+                arm.arm_cartesian_feedback.measured_pos_tracking_error = tracking_error
             elif kind == "arm_stop":
                 arm.arm_stop_feedback.SetInParent()
             else:
