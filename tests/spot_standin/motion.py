@@ -133,6 +133,7 @@ class ArmModel:
     q: np.ndarray = field(default_factory=lambda: kin.STOW_Q.copy())
     claw: float = 0.0  # measured open fraction
     claw_target: float = 0.0
+    claw_speed_per_s: float = CLAW_SPEED_PER_S
     item: Item | None = None
     jammed: bool = False  # something blocks the arm (test hook)
     gripping: bool = False  # the jaws have closed on the item and stopped there
@@ -217,7 +218,7 @@ class ArmModel:
             closing_on_item = self.gripping or around  # jaws open around it, closing
             if closing_on_item:
                 target = item.width  # the jaws stop on the item
-        step = CLAW_SPEED_PER_S * dt
+        step = self.claw_speed_per_s * dt
         self.claw += float(np.clip(target - self.claw, -step, step))
         self.gripping = closing_on_item and abs(self.claw - item.width) < 1e-6
 

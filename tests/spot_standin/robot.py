@@ -67,6 +67,7 @@ class StandInRobot:
     lease_timeout_s: float = 3.0  # no RetainLease / command for this long: comms loss
     estop_timeout_s: float = 9.0  # the e-stop endpoint's check-in timeout
     physics_hz: float = 250.0
+    claw_speed_per_s: float = 2.5  # open fraction per second (inf: the claw snaps)
     lock: threading.RLock = field(default_factory=threading.RLock)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     clock_identifier: str = ""
@@ -96,6 +97,9 @@ class StandInRobot:
     estop_silent_since_s: float | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.arm.claw_speed_per_s = self.claw_speed_per_s
 
     # -- clock -------------------------------------------------------------------------------
     def robot_now_s(self) -> float:
