@@ -21,6 +21,7 @@ from bosdyn.client.math_helpers import SE3Pose
 from spot_standin import SpotStandIn
 from spot_standin.fixtures import (
     PASSWORD,
+    QUICK,
     USERNAME,
     config_for,
     pose_action,
@@ -169,7 +170,8 @@ def test_workspace_clip_is_reported_in_the_returned_action(standin, robot_env):
 
 
 def test_refuses_to_start_without_an_estop_endpoint(robot_env, caplog):
-    with SpotStandIn(username=USERNAME, password=PASSWORD, estop_registered=False) as server:
+    with SpotStandIn(username=USERNAME, password=PASSWORD, **QUICK,
+                     estop_registered=False) as server:
         with pytest.raises(TheiaError, match="no e-stop endpoint"):
             SpotAdapter(config_for(server)).connect()
         assert "lease_acquire" not in server.events() and not server.state.motors_on
@@ -262,7 +264,8 @@ def test_config_validation_names_the_field():
     cfg = SpotConfig.from_mapping({"hostname": "spot", "rate_hz": 10,
                                    "workspace_min_m": [0.3, -0.5, -0.2],
                                    "workspace_max_m": [0.9, 0.5, 0.7]})
-    assert cfg.trajectory_time() == pytest.approx(0.2) and cfg.tick_timeout_s == pytest.approx(0.1)
+    assert cfg.trajectory_time() == pytest.approx(0.25)
+    assert cfg.tick_timeout_s == pytest.approx(0.1)
     assert SpotConfig(stream=False, rate_hz=10).trajectory_time() == pytest.approx(0.1)
     default = SpotConfig()  # defaults that fit the drawer task
     assert default.frame == "flat_body" and default.cameras == {"front": "hand_color_image"}
@@ -285,7 +288,7 @@ def test_spot_drawer_config_file_loads_with_the_real_schemas():
         **{**control["freshness"], "cameras": tuple(control["freshness"]["cameras"])}))
     ChunkingConfig(**control["chunking"])
     limits = SafetyLimits.from_dict(data["safety"], base=cfg.safety_limits(), source="safety")
-    assert cfg.rate_hz == loop.rate_hz and cfg.trajectory_time() == pytest.approx(0.3)
+    assert cfg.rate_hz == loop.rate_hz and cfg.trajectory_time() == pytest.approx(0.35)
     assert set(loop.freshness.cameras) == set(cfg.cameras)
     low, high = cfg.workspace_box()
     assert np.all(np.asarray(limits.workspace_min_m) >= low)

@@ -17,6 +17,7 @@ import pytest
 from spot_standin import SpotStandIn
 from spot_standin.fixtures import (
     PASSWORD,
+    QUICK,
     USERNAME,
     config_for,
     pose_action,
@@ -60,6 +61,7 @@ def test_streamed_hand_never_stops_between_ticks(standin, robot_env, latency_s):
     assert not any(stops), stops
 
 
+@pytest.mark.slow
 def test_one_point_commands_stop_and_go(standin, robot_env):
     """The stand-in can tell: the earlier one-point commands stop the hand at every tick."""
     ticks, period = 10, 1.0 / RATE_HZ
@@ -99,7 +101,7 @@ def test_safe_stop_while_gripping_opens_backs_off_stows_then_sits(standin, robot
 
 
 def test_safe_stop_never_sits_with_the_arm_out(standin, robot_env):
-    with SpotAdapter(config_for(standin)) as spot:
+    with SpotAdapter(config_for(standin, power_timeout_s=1.0)) as spot:
         spot.observe()
         standin.state.jam_arm()  # the stow cannot finish
     events = standin.events()
@@ -145,7 +147,7 @@ def test_transient_rpc_failures_hold_then_resume(standin, robot_env):
 
 
 def test_missed_lease_checkins_revoke_the_lease_and_the_robot_sits(robot_env):
-    with SpotStandIn(username=USERNAME, password=PASSWORD, lease_timeout_s=0.5) as server:
+    with SpotStandIn(username=USERNAME, password=PASSWORD, **QUICK, lease_timeout_s=0.5) as server:
         with SpotAdapter(config_for(server, lease_keepalive_s=0.2)) as spot:
             spot.observe()
             server.network.outage(1.5, methods=("LeaseService",))
@@ -165,7 +167,7 @@ def test_cancelled_trajectory_faults_and_stalls_hold_then_fault(standin, robot_e
         assert "cancelled" in spot.fault.detail
         standin.state.jam_arm(False)
     # without a tracking-error limit the robot reports STALLED: hold, then fault
-    with SpotStandIn(username=USERNAME, password=PASSWORD) as server:
+    with SpotStandIn(username=USERNAME, password=PASSWORD, **QUICK) as server:
         cfg = config_for(server, rate_hz=10.0, feedback_interval_s=0.1,
                          max_tracking_error_m=None, stall_tolerance_s=0.5)
         with SpotAdapter(cfg) as spot:
@@ -181,7 +183,8 @@ def test_cancelled_trajectory_faults_and_stalls_hold_then_fault(standin, robot_e
 
 
 def test_estop_endpoint_timeout_cuts_power_and_faults(robot_env):
-    with (SpotStandIn(username=USERNAME, password=PASSWORD, estop_timeout_s=0.3) as server,
+    with (SpotStandIn(username=USERNAME, password=PASSWORD, **QUICK,
+                      estop_timeout_s=0.3) as server,
           SpotAdapter(config_for(server)) as spot):
         spot.observe()
         server.silence_estop_endpoint()

@@ -134,6 +134,7 @@ class ArmModel:
     claw: float = 0.0  # measured open fraction
     claw_target: float = 0.0
     claw_speed_per_s: float = CLAW_SPEED_PER_S
+    joint_speed_rad_s: float = JOINT_SPEED_RAD_S
     item: Item | None = None
     jammed: bool = False  # something blocks the arm (test hook)
     gripping: bool = False  # the jaws have closed on the item and stopped there
@@ -273,7 +274,7 @@ class ArmModel:
             return
         if self.jammed:
             return
-        self.q = self.q + delta * min(1.0, JOINT_SPEED_RAD_S * dt / biggest)
+        self.q = self.q + delta * min(1.0, self.joint_speed_rad_s * dt / biggest)
         self.status[self.command_id] = "IN_PROGRESS"
 
 

@@ -68,6 +68,7 @@ class StandInRobot:
     estop_timeout_s: float = 9.0  # the e-stop endpoint's check-in timeout
     physics_hz: float = 250.0
     claw_speed_per_s: float = 2.5  # open fraction per second (inf: the claw snaps)
+    joint_speed_rad_s: float = 1.5  # named moves (stow, ready)
     lock: threading.RLock = field(default_factory=threading.RLock)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     clock_identifier: str = ""
@@ -100,6 +101,7 @@ class StandInRobot:
 
     def __post_init__(self) -> None:
         self.arm.claw_speed_per_s = self.claw_speed_per_s
+        self.arm.joint_speed_rad_s = self.joint_speed_rad_s
 
     # -- clock -------------------------------------------------------------------------------
     def robot_now_s(self) -> float:

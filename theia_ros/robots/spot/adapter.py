@@ -645,7 +645,7 @@ class SpotAdapter(RobotAdapter):
         back = hand * _se3(-cfg.back_off_m)  # along the hand's own axis, away from the handle
         command = RobotCommandBuilder.arm_pose_command(
             back.x, back.y, back.z, back.rot.w, back.rot.x, back.rot.y, back.rot.z, cfg.frame,
-            seconds=max(1.0, cfg.back_off_m / 0.1))
+            seconds=max(0.3, cfg.back_off_m / 0.25))  # a slow, deliberate 0.25 m/s
         command_id = client.robot_command(command, timeout=cfg.rpc_timeout_s)
         if not block_until_arm_arrives(client, command_id, timeout_sec=cfg.power_timeout_s):
             logger.warning("%s: backing off from the handle did not finish", self._where())

@@ -81,7 +81,7 @@ class SpotConfig:
     frame: str = "flat_body"
     rate_hz: float = 5.0
     stream: bool = True
-    stream_margin_s: float = 0.1
+    stream_margin_s: float = 0.15
     trajectory_time_s: float | None = None
     max_tracking_error_m: float | None = 0.15
     workspace_min_m: tuple[float, float, float] | None = None
