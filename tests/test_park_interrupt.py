@@ -120,7 +120,7 @@ def test_widowx_park_stops_within_a_tick_of_the_estop(widowx) -> None:
 def test_spot_stow_stops_within_a_tick_of_the_estop(standin, robot_env) -> None:
     from theia_ros.robots.spot.adapter import SpotAdapter
 
-    standin.state.stow_duration_s = 3.0
+    standin.state.arm.joint_speed_rad_s = 0.4  # a slow stow: several seconds
     with SpotAdapter(config_for(standin)) as spot:
         loop = ControlLoop(spot, lambda obs: np.tile(pose_action(0.7, 0.0, 0.3).to_vector(),
                                                      (2, 1)),

@@ -120,16 +120,22 @@ def test_rejected_command_stops_sending_and_still_shuts_down(standin, robot_env)
             spot.apply(pose_action(0.7, 0.02, 0.3))
         assert len(standin.commands()) == before + 1
         standin.reject_commands(None)
-    assert standin.events()[-3:] == ["stow", "safe_power_off", "lease_return"]
+    commanded = [e for e in standin.events() if e in ("stow", "safe_power_off", "lease_return")]
+    assert commanded[-3:] == ["stow", "safe_power_off", "lease_return"]
 
 
-def test_lost_connection_faults_and_disconnect_is_prompt(standin, robot_env):
-    spot = SpotAdapter(config_for(standin))
+def test_lost_connection_holds_then_faults_and_disconnect_is_prompt(standin, robot_env):
+    spot = SpotAdapter(config_for(standin, rpc_tolerance_s=0.3))
     spot.connect()
-    spot.observe()
+    last = spot.observe()
     spot.apply(pose_action(0.7, 0.0, 0.3))
     sent = spot.commands_sent
     standin.drop_connection()
+    # within the tolerance: the last observation again (its stamps are stale: the loop holds)
+    assert spot.observe() is last and spot.fault is None
+    spot.apply(pose_action(0.7, 0.01, 0.3))
+    assert spot.commands_sent == sent and spot.fault is None
+    time.sleep(0.35)
     with pytest.raises(TheiaError, match="no observation"):
         spot.observe()
     assert spot.fault.kind == "connection"
@@ -142,16 +148,29 @@ def test_lost_connection_faults_and_disconnect_is_prompt(standin, robot_env):
     assert time.monotonic() - start < 5.0
 
 
-def test_lost_time_sync_stops_sending(standin, robot_env):
-    with SpotAdapter(config_for(standin, time_sync_interval_s=0.05)) as spot:
+def test_lost_time_sync_is_restarted_then_faults_if_it_stays_down(standin, robot_env):
+    cfg = config_for(standin, time_sync_interval_s=0.05, time_sync_tolerance_s=0.5)
+    with SpotAdapter(cfg) as spot:
         spot.observe()
         spot.apply(pose_action(0.7, 0.0, 0.3))
         assert spot.time_synced
         standin.stop_time_sync()
         assert wait_until(lambda: not spot.time_synced)
         before = len(standin.commands())
-        spot.apply(pose_action(0.7, 0.01, 0.3))
-        assert spot.fault.kind == "time_sync" and len(standin.commands()) == before
+        spot.apply(pose_action(0.7, 0.01, 0.3))  # the last estimate still holds: sent
+        assert spot.fault is None and len(standin.commands()) == before + 1
+        with standin.state.lock:
+            standin.state.time_sync_up = True  # a blip: the restarted thread syncs again
+        assert wait_until(lambda: (spot.apply(pose_action(0.7, 0.0, 0.3)) is not None
+                                   and spot.time_synced), timeout_s=2.0)
+        assert spot.fault is None and spot.transient_failures["time sync"] == 1
+        standin.stop_time_sync()  # now for good
+        assert wait_until(lambda: spot.apply(pose_action(0.7, 0.01, 0.3)) is not None
+                          and spot.fault is not None, timeout_s=3.0)
+        assert spot.fault.kind == "time_sync"
+        sent = len(standin.commands())
+        spot.apply(pose_action(0.7, 0.02, 0.3))
+        assert len(standin.commands()) == sent
 
 
 def test_recover_reacquires_a_revoked_lease(standin, robot_env):

@@ -11,15 +11,22 @@ state, image service) runs end to end. Recorded datasets are read back with the 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from bosdyn.client.math_helpers import Quat, SE3Pose
+from bosdyn.client.math_helpers import SE3Pose
 from spot_standin import SpotStandIn
-from spot_standin.fixtures import PASSWORD, USERNAME, config_for, robot_env  # noqa: F401
+from spot_standin.fixtures import (  # noqa: F401
+    PASSWORD,
+    QUICK,
+    USERNAME,
+    config_for,
+    robot_env,
+)
 from spot_standin.robot import CLAW_CLOSED_RAD, CLAW_OPEN_RAD, StandInRobot
 
 from theia_ros.control.rotations import rotation_angle, rpy_to_matrix
@@ -38,14 +45,17 @@ from theia_ros.types import ActionKind, Observation
 
 IMAGE_HW = (96, 128)
 # quick script for tests: 2 cm per tick at 20 Hz (the safety filter allows 5 cm), 10 cm pull
-FAST = DrawerScript(handle_rpy_rad=(0.0, 0.3, 0.1), speed_m_s=0.4, pull_distance_m=0.1,
+FAST = DrawerScript(handle_xyz_m=(0.85, 0.0, 0.1), handle_rpy_rad=(0.0, 0.3, 0.1), speed_m_s=0.25,
+                    pull_distance_m=0.1, start_offset_m=(-0.15, 0.0, 0.15),
                     start_jitter_m=0.02)
 
 
 @pytest.fixture
 def small_standin() -> Iterator[SpotStandIn]:
-    """The stand-in with small camera frames (quicker JPEG + video encoding)."""
-    with SpotStandIn(username=USERNAME, password=PASSWORD, image_hw=IMAGE_HW) as server:
+    """The stand-in with small camera frames (quicker JPEG + video encoding) and a claw that
+    snaps to each command, so the recorded claw state is exactly one tick behind."""
+    with SpotStandIn(username=USERNAME, password=PASSWORD, **QUICK, image_hw=IMAGE_HW,
+                     claw_speed_per_s=math.inf) as server:
         yield server
 
 
@@ -54,8 +64,9 @@ def received_arm_poses(server: SpotStandIn) -> np.ndarray:
     rows = []
     for cmd in server.commands():
         sync = cmd.request.command.synchronized_command
-        if not cmd.accepted or not sync.arm_command.HasField("arm_cartesian_command"):
-            continue
+        if (not cmd.accepted or not sync.arm_command.HasField("arm_cartesian_command")
+                or not sync.gripper_command.HasField("claw_gripper_command")):
+            continue  # not a tick's command (the safe stop's back-off move)
         points = sync.arm_command.arm_cartesian_command.pose_trajectory_in_task.points
         pose = SE3Pose.from_proto(points[-1].pose)
         angle = sync.gripper_command.claw_gripper_command.trajectory.points[-1].point
@@ -98,7 +109,8 @@ def test_plan_phases_steps_and_grip() -> None:
     np.testing.assert_allclose(pull[:, 1:6], np.tile(FAST.handle_pose[1:], (len(pull), 1)),
                                atol=1e-9)
     np.testing.assert_allclose(pull[-1, 0], FAST.handle_xyz_m[0] - FAST.pull_distance_m)
-    assert np.all(np.diff(pull[:, 0]) < 0)
+    moving = pull[: len(pull) - FAST.settle_ticks]
+    assert np.all(np.diff(moving[:, 0]) < 0) and np.all(pull[len(moving) - 1:] == pull[-1])
     reset = plan_reset(FAST, np.array([0.55, 0, 0.26, 0, 0, 0]), start, period_s)
     np.testing.assert_allclose(reset.waypoints[-1, :6], start, atol=1e-9)
 
@@ -173,8 +185,8 @@ def test_record_scripted_episodes_through_bosdyn(small_standin, robot_env, tmp_p
         twin = StandInRobot(username="x", password="y", image_hw=IMAGE_HW)
         for t in (0, len(frames) // 2, len(frames) - 1):
             x, y, z = ep["observation.ee_pose"][t, :3]
-            twin.body_tform_hand = SE3Pose(float(x), float(y), float(z), Quat())
-            expected = twin.render("hand_color_image").astype(np.int16)
+            expected = twin.render("hand_color_image",
+                                   hand_xyz=(float(x), float(y), float(z))).astype(np.int16)
             assert np.abs(frames[t].astype(np.int16) - expected).mean() < 6.0
         assert np.abs(frames[0].astype(np.int16) - frames[-1]).mean() > 1.0  # arm moved
         # observation state: 6 arm joints + the measured claw, which follows the commands
@@ -184,7 +196,9 @@ def test_record_scripted_episodes_through_bosdyn(small_standin, robot_env, tmp_p
     # episode 1 follows episode 0 after an unrecorded reset move, never overlapping it
     assert offsets[1] > offsets[0] + result.frames[0]
     # and the adapter shut down as configured: stowed, powered off, lease returned
-    assert small_standin.events()[-3:] == ["stow", "safe_power_off", "lease_return"]
+    commanded = [e for e in small_standin.events()
+                 if e in ("stow", "safe_power_off", "lease_return")]
+    assert commanded[-3:] == ["stow", "safe_power_off", "lease_return"]
 
 
 def test_append_with_failed_grasp_check(small_standin, robot_env, tmp_path) -> None:
@@ -299,10 +313,13 @@ def test_recorder_node_spot_gamepad(small_standin, robot_env, tmp_path) -> None:
     assert actions[0, 6] == 1.0 and actions[-1, 6] == 0.0  # the close button closed the claw
     # each recorded pose is the one a RobotCommand carried
     assert find_block(received_arm_poses(small_standin), actions) >= 0
-    # each target is one step from the hand pose the frame observed
-    np.testing.assert_allclose(actions[:, 0], ep["observation.ee_pose"][:, 0] + 0.005,
-                               atol=1e-5)
-    assert small_standin.events()[-3:] == ["stow", "safe_power_off", "lease_return"]
+    # the hand follows the streamed targets at finite speed: it trails each target by about
+    # the streaming lead (a period + margin, 0.2 s at 0.1 m/s here) plus a step
+    trail = actions[:, 0] - ep["observation.ee_pose"][:, 0]
+    assert np.all(trail > 0.0) and np.all(trail < 0.005 + 0.2 * 0.1 + 0.006), trail
+    commanded = [e for e in small_standin.events()
+                 if e in ("stow", "safe_power_off", "lease_return")]
+    assert commanded[-3:] == ["stow", "safe_power_off", "lease_return"]
 
 
 def test_cli_entry_from_task_yaml(small_standin, robot_env, tmp_path, capsys) -> None:
@@ -330,3 +347,14 @@ def test_cli_entry_from_task_yaml(small_standin, robot_env, tmp_path, capsys) ->
     assert ds.episode(0, images=False)["action"][-1, 6] == 1.0  # no retreat: ends released
     assert cli.main(argv) == 2
     assert "--scripted" in capsys.readouterr().err
+
+
+def test_script_faster_than_the_safety_limits_is_refused_before_connecting(
+        small_standin, robot_env, tmp_path) -> None:
+    """Limits are per second: a script the filter would slow down would never finish its
+    plan, so it is refused up front."""
+    script = DrawerScript(speed_m_s=0.4)
+    with pytest.raises(TheiaError, match=r"0.4 m/s.*allow 0.25 m/s"):
+        record_spot(config_for(small_standin), tmp_path / "ds", 1, script=script,
+                    progress=False)
+    assert small_standin.events() == [] and not (tmp_path / "ds").exists()

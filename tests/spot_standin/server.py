@@ -4,7 +4,8 @@ THIS IS A STAND-IN FOR A SPOT ROBOT, NOT BOSTON DYNAMICS' SOFTWARE. It lets the 
 ``bosdyn-client`` code path (secure channels, directory look-ups, auth tokens, time sync, lease
 wallet, request/response processors) run end to end against services built from the
 ``bosdyn-api`` generated servicers, and lets tests inject faults: revoke the lease, engage the
-e-stop, reject commands, stop time sync, drop the connection.
+e-stop, silence the e-stop endpoint, reject commands, stop time sync, drop the connection,
+and slow, jitter, lose or cut the network (``network``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from .network import Impair, Network
 from .robot import ReceivedCommand, StandInRobot
 from .services import add_all
 from .tls import make_self_signed
@@ -48,10 +50,14 @@ class SpotStandIn:
 
     def __init__(self, username: str = "operator", password: str = "standin-password",
                  estop_registered: bool = True, clock_skew_s: float = 7.25,
-                 image_hw: tuple[int, int] = (240, 320), workers: int = 8) -> None:
+                 image_hw: tuple[int, int] = (240, 320), workers: int = 16,
+                 **robot_options: float) -> None:
+        """``robot_options``: timing knobs of :class:`StandInRobot` (``power_on_s``,
+        ``stand_s``, ``sit_s``, ``lease_timeout_s``, ``estop_timeout_s``, ...)."""
         self.state = StandInRobot(username=username, password=password,
                                   estop_registered=estop_registered, clock_skew_s=clock_skew_s,
-                                  image_hw=image_hw)
+                                  image_hw=image_hw, **robot_options)
+        self.network = Network()
         self._tmp = tempfile.TemporaryDirectory(prefix="spot_standin_")
         self._tls = make_self_signed(Path(self._tmp.name))
         self._workers = workers
@@ -64,12 +70,13 @@ class SpotStandIn:
 
     def start(self) -> SpotStandIn:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers),
-                             interceptors=[_RequireToken(self.state)])
+                             interceptors=[_RequireToken(self.state), Impair(self.network)])
         add_all(server, self.state)
         creds = grpc.ssl_server_credentials([self._tls.server_pair()])
         self.port = server.add_secure_port(f"127.0.0.1:{self.port}", creds)
         server.start()
         self._server = server
+        self.state.start_world()
         return self
 
     def stop(self) -> None:
@@ -79,6 +86,7 @@ class SpotStandIn:
 
     def close(self) -> None:
         self.stop()
+        self.state.stop_world()
         self._tmp.cleanup()
 
     def __enter__(self) -> SpotStandIn:
@@ -102,6 +110,9 @@ class SpotStandIn:
     def stop_time_sync(self) -> None:
         with self.state.lock:
             self.state.time_sync_up = False
+
+    def silence_estop_endpoint(self) -> None:
+        self.state.silence_estop_endpoint()
 
     def drop_connection(self) -> None:
         """The robot vanishes from the network: the server stops, calls fail UNAVAILABLE."""

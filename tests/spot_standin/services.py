@@ -13,6 +13,7 @@ import time
 
 import cv2
 import grpc
+import numpy as np
 from bosdyn.api import arm_command_pb2 as arm_pb2
 from bosdyn.api import (
     auth_pb2,
@@ -45,6 +46,7 @@ from bosdyn.util import (
     timestamp_to_nsec,
 )
 
+from .motion import Knot
 from .robot import (
     ARM_JOINTS,
     BODY,
@@ -55,7 +57,6 @@ from .robot import (
     HAND,
     IMAGE_SOURCES,
     ODOM,
-    STOW_POSE,
     ReceivedCommand,
     StandInRobot,
 )
@@ -248,17 +249,35 @@ class Power(_Base, power_service_pb2_grpc.PowerServiceServicer):
                 response.status = power_pb2.STATUS_ESTOPPED
             else:
                 on = request.request == power_pb2.PowerCommandRequest.REQUEST_ON_MOTORS
-                robot.motors_on = on
-                robot.standing = robot.standing and on
+                if on:
+                    robot.begin_power_on()
+                else:
+                    robot.power_off_now()
                 robot.events.append("power_on" if on else "power_off")
-                # the real robot reports "in progress" and finishes via feedback
+                # the robot answers "in progress" and finishes later, seen through feedback
                 response.status = power_pb2.STATUS_IN_PROGRESS
                 response.power_command_id = next(self._ids)
         return self._ok(response, request)
 
     def PowerCommandFeedback(self, request, context):
-        response = power_pb2.PowerCommandFeedbackResponse(status=power_pb2.STATUS_SUCCESS)
-        return self._ok(response, request)
+        with self.robot.lock:
+            done = self.robot.power_done_s is None
+        status = power_pb2.STATUS_SUCCESS if done else power_pb2.STATUS_IN_PROGRESS
+        return self._ok(power_pb2.PowerCommandFeedbackResponse(status=status), request)
+
+
+_CARTESIAN_STATUS = {
+    "IN_PROGRESS": arm_pb2.ArmCartesianCommand.Feedback.STATUS_IN_PROGRESS,
+    "COMPLETE": arm_pb2.ArmCartesianCommand.Feedback.STATUS_TRAJECTORY_COMPLETE,
+    "STALLED": arm_pb2.ArmCartesianCommand.Feedback.STATUS_TRAJECTORY_STALLED,
+    "CANCELLED": arm_pb2.ArmCartesianCommand.Feedback.STATUS_TRAJECTORY_CANCELLED,
+}
+_NAMED_STATUS = {
+    "IN_PROGRESS": arm_pb2.NamedArmPositionsCommand.Feedback.STATUS_IN_PROGRESS,
+    "COMPLETE": arm_pb2.NamedArmPositionsCommand.Feedback.STATUS_COMPLETE,
+    "STALLED_HOLDING_ITEM": arm_pb2.NamedArmPositionsCommand.Feedback.STATUS_STALLED_HOLDING_ITEM,
+}
+_FEEDBACK = basic_command_pb2.RobotCommandFeedbackStatus
 
 
 class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServicer):
@@ -267,7 +286,6 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
     def __init__(self, robot: StandInRobot) -> None:
         super().__init__(robot)
         self.kinds: dict[int, str] = {}  # command id -> what it was, for feedback
-        self.started_s: dict[int, float] = {}  # command id -> when it arrived
 
     def RobotCommand(self, request, context):
         received_s = time.monotonic()
@@ -276,21 +294,23 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
         with robot.lock:
             use = robot.lease_use(request.lease)
             response.lease_use_result.CopyFrom(use)
-            verdict = self._execute(request) if use.status == use.STATUS_OK else None
+            command_id = next(self._ids)
+            verdict = self._execute(request, command_id) if use.status == use.STATUS_OK \
+                else None
             if verdict is None:
                 verdict = "lease:" + lease_pb2.LeaseUseResult.Status.Name(use.status)
             elif verdict == "ok":
                 response.status = robot_command_pb2.RobotCommandResponse.STATUS_OK
-                response.robot_command_id = next(self._ids)
-                self.kinds[response.robot_command_id] = robot.events[-1]
-                self.started_s[response.robot_command_id] = received_s
+                response.robot_command_id = command_id
+                self.kinds[command_id] = robot.events[-1]
             else:
                 response.status = robot_command_pb2.RobotCommandResponse.Status.Value(verdict)
-            robot.commands.append(ReceivedCommand(received_s, request, verdict))
+            robot.commands.append(ReceivedCommand(received_s, request, verdict,
+                                                  command_id if verdict == "ok" else 0))
         return self._ok(response, request)
 
-    def _execute(self, request) -> str:
-        """Apply one command to the kinematic state; return "ok" or a STATUS_* name."""
+    def _execute(self, request, command_id: int) -> str:
+        """Start one command on the robot; return "ok" or a STATUS_* name."""
         robot, cmd = self.robot, request.command
         if robot.reject_status is not None:
             return robot_command_pb2.RobotCommandResponse.Status.Name(robot.reject_status)
@@ -298,7 +318,8 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
             return "STATUS_NO_TIMESYNC"
         if cmd.HasField("full_body_command"):
             if cmd.full_body_command.HasField("safe_power_off_request"):
-                robot.motors_on = robot.standing = False  # sits, then cuts motor power
+                if robot.motors_on:
+                    robot.begin_sit(power_off=True)  # sits, then cuts motor power
                 robot.events.append("safe_power_off")
                 return "ok"
             if not robot.motors_on:
@@ -310,68 +331,111 @@ class RobotCommand(_Base, robot_command_service_pb2_grpc.RobotCommandServiceServ
         sync = cmd.synchronized_command
         event = None
         if sync.mobility_command.HasField("stand_request"):
-            robot.standing, event = True, "stand"
+            robot.begin_stance(True)
+            event = "stand"
         elif sync.mobility_command.HasField("sit_request"):
-            robot.standing, event = False, "sit"
+            robot.begin_stance(False)
+            event = "sit"
         arm = sync.arm_command
         if arm.HasField("arm_cartesian_command"):
-            cart = arm.arm_cartesian_command
-            if cart.root_frame_name not in (BODY, ODOM, FLAT_BODY):
-                return "STATUS_UNKNOWN_FRAME"
-            points = cart.pose_trajectory_in_task.points
-            if not points:
-                return "STATUS_INVALID_REQUEST"
-            pose = math_helpers.SE3Pose.from_proto(points[-1].pose)
-            numbers = [pose.x, pose.y, pose.z, pose.rot.w, pose.rot.x, pose.rot.y, pose.rot.z]
-            if not all(math.isfinite(v) for v in numbers):
-                return "STATUS_INVALID_REQUEST"
-            robot.set_hand(ODOM if cart.root_frame_name == ODOM else BODY, pose)
+            verdict = self._cartesian(arm.arm_cartesian_command, command_id)
+            if verdict != "ok":
+                return verdict
             event = "arm_cartesian"
         elif arm.HasField("arm_stop_command"):
+            robot.arm.command_stop(command_id)
             event = "arm_stop"
         elif arm.HasField("named_arm_position_command"):
-            named = arm.named_arm_position_command
-            if named.position == arm_pb2.NamedArmPositionsCommand.POSITIONS_STOW:
-                robot.body_tform_hand, event = STOW_POSE, "stow"
+            position = arm.named_arm_position_command.position
+            if position == arm_pb2.NamedArmPositionsCommand.POSITIONS_STOW:
+                robot.arm.command_named(command_id, "stow", robot.robot_now_s())
+                event = "stow"
+            elif position == arm_pb2.NamedArmPositionsCommand.POSITIONS_READY:
+                robot.arm.command_named(command_id, "ready", robot.robot_now_s())
+                event = "ready"
             else:
-                event = "arm_named"
+                return "STATUS_UNSUPPORTED"
         if sync.gripper_command.HasField("claw_gripper_command"):
             points = sync.gripper_command.claw_gripper_command.trajectory.points
             if points:
                 angle = points[-1].point
                 fraction = (angle - CLAW_CLOSED_RAD) / (CLAW_OPEN_RAD - CLAW_CLOSED_RAD)
-                robot.gripper_open = min(max(fraction, 0.0), 1.0)
+                robot.arm.claw_target = min(max(fraction, 0.0), 1.0)
             event = event or "gripper"
         if event is None:
             return "STATUS_UNSUPPORTED"
         robot.events.append(event)
         return "ok"
 
+    def _cartesian(self, cart, command_id: int) -> str:
+        robot = self.robot
+        if cart.root_frame_name not in (BODY, ODOM, FLAT_BODY):
+            return "STATUS_UNKNOWN_FRAME"
+        traj = cart.pose_trajectory_in_task
+        if not traj.points:
+            return "STATUS_INVALID_REQUEST"
+        now_s = robot.robot_now_s()
+        reference_s = timestamp_to_nsec(traj.reference_time) * 1e-9 \
+            if traj.HasField("reference_time") else now_s
+        to_body = robot.odom_tform_body.inverse() if cart.root_frame_name == ODOM else None
+        knots = []
+        for point in traj.points:
+            pose = math_helpers.SE3Pose.from_proto(point.pose)
+            numbers = [pose.x, pose.y, pose.z, pose.rot.w, pose.rot.x, pose.rot.y, pose.rot.z]
+            if not all(math.isfinite(v) for v in numbers):
+                return "STATUS_INVALID_REQUEST"
+            linear = point.velocity.linear  # unset: zero, the message's default
+            vel = np.array([linear.x, linear.y, linear.z])
+            if to_body is not None:
+                pose = to_body * pose
+                vel = np.array(to_body.rot.transform_point(*vel))
+            t_s = reference_s + point.time_since_reference.ToNanoseconds() * 1e-9
+            knots.append(Knot(t_s, np.array([pose.x, pose.y, pose.z]),
+                              np.array([pose.rot.w, pose.rot.x, pose.rot.y, pose.rot.z]), vel))
+        if robot.arm.stowed:
+            robot.cartesian_while_stowed += 1
+        max_error = cart.max_pos_tracking_error.value \
+            if cart.HasField("max_pos_tracking_error") else None
+        robot.arm.command_cartesian(command_id, knots, now_s, max_error)
+        return "ok"
+
     def RobotCommandFeedback(self, request, context):
         response = robot_command_pb2.RobotCommandFeedbackResponse()
-        kind = self.kinds.get(request.robot_command_id, "")
-        processing = basic_command_pb2.RobotCommandFeedbackStatus.STATUS_PROCESSING
+        robot = self.robot
+        command_id = request.robot_command_id
+        kind = self.kinds.get(command_id, "")
         sync = response.feedback.synchronized_feedback
+        with robot.lock:
+            robot.feedback_requests += 1
+            arm_status = robot.arm.status.get(command_id, "")
+            tracking_error = robot.arm.tracking_error_m
+            standing, moving = robot.standing, robot.stance_done_s is not None
         if kind in ("stand", "sit"):
             mobility = sync.mobility_command_feedback
-            mobility.status = processing
+            mobility.status = _FEEDBACK.STATUS_PROCESSING
             if kind == "stand":
-                mobility.stand_feedback.status = _STANDING
+                mobility.stand_feedback.status = (
+                    _STANDING if standing and not moving
+                    else basic_command_pb2.StandCommand.Feedback.STATUS_IN_PROGRESS)
             else:
-                mobility.sit_feedback.status = _SITTING
-        elif kind in ("stow", "arm_named"):
-            sync.arm_command_feedback.status = processing
-            named = arm_pb2.NamedArmPositionsCommand.Feedback
-            age_s = time.monotonic() - self.started_s.get(request.robot_command_id, 0.0)
-            done = kind != "stow" or age_s >= self.robot.stow_duration_s
-            sync.arm_command_feedback.named_arm_position_feedback.status = (
-                named.STATUS_COMPLETE if done else named.STATUS_IN_PROGRESS)
-        elif kind == "arm_cartesian":
-            sync.arm_command_feedback.status = processing
-            sync.arm_command_feedback.arm_cartesian_feedback.status = (
-                arm_pb2.ArmCartesianCommand.Feedback.STATUS_TRAJECTORY_COMPLETE)
+                mobility.sit_feedback.status = (
+                    _SITTING if not standing and not moving
+                    else basic_command_pb2.SitCommand.Feedback.STATUS_IN_PROGRESS)
+        elif kind in ("stow", "ready", "arm_cartesian", "arm_stop"):
+            arm = sync.arm_command_feedback
+            arm.status = (_FEEDBACK.STATUS_COMMAND_OVERRIDDEN if arm_status == "OVERRIDDEN"
+                          else _FEEDBACK.STATUS_PROCESSING)
+            if kind == "arm_cartesian":
+                arm.arm_cartesian_feedback.status = _CARTESIAN_STATUS.get(
+                    arm_status, arm_pb2.ArmCartesianCommand.Feedback.STATUS_UNKNOWN)
+                arm.arm_cartesian_feedback.measured_pos_tracking_error = tracking_error
+            elif kind == "arm_stop":
+                arm.arm_stop_feedback.SetInParent()
+            else:
+                arm.named_arm_position_feedback.status = _NAMED_STATUS.get(
+                    arm_status, arm_pb2.NamedArmPositionsCommand.Feedback.STATUS_UNKNOWN)
         else:
-            response.feedback.full_body_feedback.status = processing
+            response.feedback.full_body_feedback.status = _FEEDBACK.STATUS_PROCESSING
         return self._ok(response, request)
 
 
@@ -381,29 +445,40 @@ class RobotState(_Base, robot_state_service_pb2_grpc.RobotStateServiceServicer):
         response = robot_state_pb2.RobotStateResponse()
         state = response.robot_state
         now_ns = sec_to_nsec(robot.robot_now_s())
+        power_states = robot_state_pb2.PowerState
         with robot.lock:
             power = state.power_state
-            power.motor_power_state = (robot_state_pb2.PowerState.STATE_ON if robot.motors_on
-                                       else robot_state_pb2.PowerState.STATE_OFF)
+            power.motor_power_state = (
+                power_states.MOTOR_POWER_STATE_ON if robot.motors_on
+                else power_states.MOTOR_POWER_STATE_POWERING_ON if robot.power_done_s is not None
+                else power_states.MOTOR_POWER_STATE_OFF)
             set_timestamp_from_nsec(power.timestamp, now_ns)
             estop = state.estop_states.add(name="standin-estop",
                                            type=robot_state_pb2.EStopState.TYPE_SOFTWARE)
             estop.state = (robot_state_pb2.EStopState.STATE_ESTOPPED if robot.estopped
                            else robot_state_pb2.EStopState.STATE_NOT_ESTOPPED)
-            kin = state.kinematic_state
-            set_timestamp_from_nsec(kin.acquisition_timestamp, now_ns)
-            for name, q in zip(ARM_JOINTS, robot.arm_joint_positions()):
-                kin.joint_states.add(name=name).position.value = q
-            gripper_q = CLAW_CLOSED_RAD + robot.gripper_open * (CLAW_OPEN_RAD - CLAW_CLOSED_RAD)
-            kin.joint_states.add(name=GRIPPER_JOINT).position.value = gripper_q
-            edges = kin.transforms_snapshot.child_to_parent_edge_map
+            kin_state = state.kinematic_state
+            set_timestamp_from_nsec(kin_state.acquisition_timestamp, now_ns)
+            for name, q in zip(ARM_JOINTS, robot.arm.q):
+                kin_state.joint_states.add(name=name).position.value = float(q)
+            gripper_q = CLAW_CLOSED_RAD + robot.arm.claw * (CLAW_OPEN_RAD - CLAW_CLOSED_RAD)
+            kin_state.joint_states.add(name=GRIPPER_JOINT).position.value = gripper_q
+            edges = kin_state.transforms_snapshot.child_to_parent_edge_map
             edges[BODY].parent_frame_name = ""  # body is the root, as in Spot's state snapshot
             for child, pose in ((ODOM, robot.odom_tform_body.inverse()),
                                 (HAND, robot.body_tform_hand),
                                 (FLAT_BODY, math_helpers.SE3Pose.from_identity())):
                 edges[child].parent_frame_name = BODY
                 edges[child].parent_tform_child.CopyFrom(pose.to_proto())
-            state.manipulator_state.gripper_open_percentage = 100.0 * robot.gripper_open
+            manipulator = state.manipulator_state
+            manipulator.gripper_open_percentage = 100.0 * robot.arm.claw
+            manipulator.is_gripper_holding_item = robot.arm.holding
+            manipulator.stow_state = (robot_state_pb2.ManipulatorState.STOWSTATE_STOWED
+                                      if robot.arm.stowed
+                                      else robot_state_pb2.ManipulatorState.STOWSTATE_DEPLOYED)
+            manipulator.carry_state = (robot_state_pb2.ManipulatorState.CARRY_STATE_CARRIABLE
+                                       if robot.arm.holding else
+                                       robot_state_pb2.ManipulatorState.CARRY_STATE_NOT_CARRIABLE)
         return self._ok(response, request)
 
 

@@ -168,6 +168,12 @@ def record_spot(config, out: str | Path, episodes: int, *,
     cameras = tuple(config.cameras)
     freshness = freshness or Freshness(cameras=cameras)
     period_s = config.period_s
+    if (script.speed_m_s > limits.max_speed_m_s
+            or script.angular_speed_rad_s > limits.max_angular_speed_rad_s):
+        raise TheiaError(f"spot record: the script moves at {script.speed_m_s} m/s, "
+                         f"{script.angular_speed_rad_s} rad/s; the safety limits allow "
+                         f"{limits.max_speed_m_s} m/s, {limits.max_angular_speed_rad_s} rad/s "
+                         "(slow the script down or raise safety.max_speed_m_s)")
     low, high = np.asarray(limits.workspace_min_m), np.asarray(limits.workspace_max_m)
     check_plan_inside(plan_demo(script, script.start_pose(), period_s), low, high,
                       "demonstration")

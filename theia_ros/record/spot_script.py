@@ -8,7 +8,7 @@ emits, from wherever the hand starts:
 1. ``approach``: to a pre-grasp pose ``approach_offset_m`` in front of the handle (-x), open;
 2. ``insert``: onto the handle, open;
 3. ``close``: ``close_ticks`` ticks on the handle closing the claw;
-4. ``pull``: back along body -x by ``pull_distance_m``, closed;
+4. ``pull``: back along body -x by ``pull_distance_m``, closed, then ``settle_ticks`` there;
 5. ``release``: ``release_ticks`` ticks opening the claw;
 6. ``retreat``: a further ``retreat_m`` back, open.
 
@@ -52,6 +52,9 @@ class DrawerScript:
     retreat_m: how far the open hand backs off after releasing.
     speed_m_s / angular_speed_rad_s: hand speed along the segments.
     close_ticks / release_ticks: ticks spent closing / opening the claw.
+    settle_ticks: ticks the pull's end is held (claw closed) before releasing: the robot
+        reaches each streamed target about a period and a margin after it is sent, and
+        success is judged when the release begins.
     success_tolerance_m: success needs the measured hand this close to the pull's end.
     grasp_min_open: if set, success also needs the measured claw open fraction at the end of
         the pull to be at least this (a handle in the claw keeps it from closing fully).
@@ -68,6 +71,7 @@ class DrawerScript:
     angular_speed_rad_s: float = 0.6
     close_ticks: int = 3
     release_ticks: int = 2
+    settle_ticks: int = 4
     success_tolerance_m: float = 0.03
     grasp_min_open: float | None = None
 
@@ -92,6 +96,8 @@ class DrawerScript:
                 raise bad(name, "a number >= 0")
         if self.pull_distance_m <= 0:
             raise bad("pull_distance_m", "a positive distance")
+        if self.settle_ticks < 0:
+            raise bad("settle_ticks", "an integer >= 0")
         for name in ("close_ticks", "release_ticks"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise bad(name, "an integer >= 1")
@@ -191,7 +197,8 @@ def plan_demo(script: DrawerScript, from_pose: np.ndarray, period_s: float) -> P
     add("approach", _segment(np.asarray(from_pose, np.float64), pre, OPEN, step_m, step_rad))
     add("insert", _segment(pre, handle, OPEN, step_m, step_rad))
     add("close", hold(handle, CLOSED, script.close_ticks))
-    add("pull", _segment(handle, pulled, CLOSED, step_m, step_rad))
+    add("pull", _segment(handle, pulled, CLOSED, step_m, step_rad)
+        + hold(pulled, CLOSED, script.settle_ticks))
     add("release", hold(pulled, OPEN, script.release_ticks))
     if script.retreat_m > 0:
         add("retreat", _segment(pulled, retreat, OPEN, step_m, step_rad))

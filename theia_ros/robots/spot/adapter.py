@@ -9,16 +9,22 @@ gripper open fraction predicted from a forward body camera. This adapter does th
   endpoint unless ``allow_no_estop``) -> body lease + keep-alive -> power on -> stand;
 - ``observe``: images from the configured sources through the image service (decoded to RGB,
   stamped in local monotonic time via time sync), arm joints and hand pose from robot state;
-- ``apply``: an arm Cartesian command in the body (or odom) frame with a trajectory time of one
-  control period, plus the claw gripper open fraction, as one synchro command;
+- then the arm is unstowed (ready pose) and the adapter waits for it, before any target;
+- ``apply``: the hand target joins one streamed multi-point Cartesian trajectory in the flat
+  body (or odom / body) frame (``stream.py``), plus the claw open fraction, as one synchro
+  command; the latest command's feedback is polled asynchronously: STALLED holds (and faults
+  after ``stall_tolerance_s``), CANCELLED faults;
+- transient RPC failures (a slow tick, a missed lease check-in, a time-sync error) hold for up
+  to ``rpc_tolerance_s`` / ``time_sync_tolerance_s`` before they become a fault;
 - faults (lease revoked/lost, e-stop, command rejected, connection or time sync lost) set
   ``fault``, which is checked before every send, so nothing more is sent after the tick that
   saw it; with ``recover`` the lease is re-acquired (never taken) and power/stand restored;
-- on exit: stow the arm, sit + power off (if ``power_off_on_exit``), return the lease.
+- on exit: open the claw, back off, stow and check the stow finished; only then sit + power
+  off (if ``power_off_on_exit``): never sit with the arm out; return the lease.
 
 Example::
 
-    cfg = SpotConfig(hostname="192.168.80.3", cameras={"front": "frontleft_fisheye_image"})
+    cfg = SpotConfig(hostname="192.168.80.3")  # hand_color_image, flat_body frame
     with SpotAdapter(cfg) as spot:  # BOSDYN_CLIENT_USERNAME / _PASSWORD in the environment
         obs = spot.observe()
         spot.apply(Action(ActionKind.EE_ABSOLUTE, obs.ee_pose[:3], obs.ee_pose[3:], 1.0))
@@ -29,6 +35,7 @@ the lease, not both (``take_lease`` steals it from the tablet / another client o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -37,18 +44,28 @@ from collections.abc import Callable
 
 import bosdyn.client
 import numpy as np
-from bosdyn.api import estop_pb2, image_pb2, robot_command_pb2, robot_state_pb2
+from bosdyn.api import (
+    arm_command_pb2,
+    basic_command_pb2,
+    estop_pb2,
+    image_pb2,
+    robot_command_pb2,
+    robot_state_pb2,
+)
 from bosdyn.client.auth import InvalidLoginError
 from bosdyn.client.estop import EstopClient
 from bosdyn.client.exceptions import Error as BosdynError
 from bosdyn.client.exceptions import LeaseUseError, ResponseError, RpcError
+from bosdyn.client.frame_helpers import HAND_FRAME_NAME, get_a_tform_b
 from bosdyn.client.image import build_image_request
 from bosdyn.client.lease import Error as LeaseWalletError
 from bosdyn.client.lease import LeaseClient, LeaseKeepAlive, ResourceAlreadyClaimedError
+from bosdyn.client.math_helpers import Quat, SE3Pose
 from bosdyn.client.robot_command import (
     NoTimeSyncError,
     RobotCommandBuilder,
     RobotCommandClient,
+    block_until_arm_arrives,
     blocking_stand,
 )
 from bosdyn.client.robot_state import RobotStateClient
@@ -57,13 +74,8 @@ from bosdyn.client.time_sync import TimeSyncError
 from theia_ros.control.observation import JOINTS_KEY
 from theia_ros.errors import TheiaError
 from theia_ros.robots.spot.config import SpotConfig
-from theia_ros.robots.spot.io import (
-    decode_image,
-    load_credentials,
-    read_arm,
-    rpy_to_quat,
-    wait_until_stowed,
-)
+from theia_ros.robots.spot.io import decode_image, load_credentials, read_arm, rpy_to_quat
+from theia_ros.robots.spot.stream import ArmStream
 from theia_ros.types import Action, ActionKind, Observation, RobotAdapter
 
 __all__ = ["SpotAdapter", "SpotConfig", "SpotFault"]
@@ -73,9 +85,18 @@ RECOVERABLE = frozenset({"lease", "connection", "time_sync"})  # never "estop": 
 _ERRORS = (BosdynError, LeaseWalletError)  # everything bosdyn-client raises at us
 
 
+class _ParkInterrupted(Exception):
+    """An e-stop arrived while parking: stop the arm where it is."""
+_CART = arm_command_pb2.ArmCartesianCommand.Feedback
+_NAMED = arm_command_pb2.NamedArmPositionsCommand.Feedback
+_MOTORS_ON = robot_state_pb2.PowerState.MOTOR_POWER_STATE_ON
+_STOWED = robot_state_pb2.ManipulatorState.STOWSTATE_STOWED
+
+
 class SpotFault:
     """Why commanding stopped: ``kind`` in lease | estop | rejected | connection | time_sync |
-    power, a one-line ``detail`` (no secrets), and when (``stamp_s``, monotonic)."""
+    power | arm (trajectory cancelled or stalled too long), a one-line ``detail`` (no
+    secrets), and when (``stamp_s``, monotonic)."""
 
     __slots__ = ("detail", "kind", "stamp_s")
 
@@ -84,6 +105,11 @@ class SpotFault:
 
     def __repr__(self) -> str:
         return f"SpotFault({self.kind}: {self.detail})"
+
+
+def _transient(exc: BaseException) -> bool:
+    """A network-level failure (timeout, unreachable) that may pass, not a refusal."""
+    return isinstance(exc, RpcError) and not isinstance(exc, (LeaseUseError, LeaseWalletError))
 
 
 def _classify(exc: BaseException) -> str:
@@ -114,8 +140,22 @@ class SpotAdapter(RobotAdapter):
         self._last_obs: Observation | None = None
         self._last_sent: Action | None = None
         self._last_recover_s = -math.inf
+        self._stream = ArmStream(config.frame, config.trajectory_time(),
+                                 max_tracking_error_m=config.max_tracking_error_m)
+        self._arm_ready = False
+        self._failing_since: float | None = None  # first of a run of failed tick RPCs
+        self._lease_failing_since: float | None = None
+        self._lease_attempt_failed = False
+        self._sync_lost_since: float | None = None
+        self._sync_reply_at_loss = None
+        self._last_command_id: int | None = None
+        self._feedback_future = None
+        self._feedback_sent_s = -math.inf
+        self._stalled_since: float | None = None
+        self.arm_status = ""  # latest arm command feedback: IN_PROGRESS, STALLED, ...
         self.commands_sent = 0  # RobotCommands the robot accepted from apply()
         self.actions_refused = 0  # non-finite actions dropped before sending
+        self.transient_failures: dict[str, int] = {}  # survived without a fault, per kind
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -146,6 +186,33 @@ class SpotAdapter(RobotAdapter):
 
     def _fault_from(self, exc: BaseException, during: str) -> None:
         self._set_fault(_classify(exc), f"{during}: {type(exc).__name__}: {exc}")
+
+    def _tolerate(self, exc: BaseException, during: str) -> bool:
+        """A failed tick RPC: True when it is transient and the run of failures is still
+        within ``rpc_tolerance_s`` (hold this tick); otherwise the fault is set."""
+        now_s = time.monotonic()
+        if _transient(exc):
+            if self._failing_since is None:
+                self._failing_since = now_s
+            if now_s - self._failing_since <= self.config.rpc_tolerance_s:
+                self.transient_failures[during] = self.transient_failures.get(during, 0) + 1
+                logger.warning("%s: %s failed (%s); holding, tolerated for %.1f s",
+                               self._where(), during, type(exc).__name__,
+                               self.config.rpc_tolerance_s)
+                return True
+        self._fault_from(exc, during)
+        return False
+
+    def _rpc_ok(self) -> None:
+        self._failing_since = None
+
+    def status_text(self) -> str:
+        if self._fault is not None:
+            return f"fault: {self._fault.kind}"
+        parts = [f"arm {self.arm_status.lower()}"] if self.arm_status else []
+        if self._failing_since is not None:
+            parts.append("rpc failing")
+        return ", ".join(parts)
 
     # -- start-up -------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -226,18 +293,60 @@ class SpotAdapter(RobotAdapter):
         self._start_keepalive()
 
     def _start_keepalive(self) -> None:
+        self._lease_failing_since, self._lease_attempt_failed = None, False
         self._keepalive = LeaseKeepAlive(
             self._lease_client, must_acquire=True, return_at_exit=False, warnings=False,
             rpc_interval_seconds=self.config.lease_keepalive_s,
-            on_failure_callback=lambda exc: self._fault_from(exc, "lease keep-alive"))
+            keep_running_cb=self._lease_attempt, on_failure_callback=self._lease_failed)
+
+    def _lease_attempt(self) -> bool:
+        """Runs before every check-in: the previous one succeeded unless it reported failure."""
+        if not self._lease_attempt_failed:
+            self._lease_failing_since = None
+        self._lease_attempt_failed = False
+        return True
+
+    def _lease_failed(self, exc: BaseException) -> None:
+        """The SDK keeps checking in after a failure; a refused lease faults at once, a
+        network failure only once check-ins have failed for ``rpc_tolerance_s``."""
+        self._lease_attempt_failed = True
+        if not _transient(exc):
+            self._fault_from(exc, "lease keep-alive")
+            return
+        now_s = time.monotonic()
+        if self._lease_failing_since is None:
+            self._lease_failing_since = now_s
+        self.transient_failures["lease keep-alive"] = \
+            self.transient_failures.get("lease keep-alive", 0) + 1
+        self._check_lease_streak(now_s)
+
+    def _check_lease_streak(self, now_s: float) -> None:
+        since = self._lease_failing_since
+        if since is not None and now_s - since > self.config.rpc_tolerance_s:
+            self._set_fault("connection", f"lease check-ins failing for {now_s - since:.1f} s")
 
     def _power_on_and_stand(self) -> None:
+        """Power on (if off), stand (also when someone else sat the robot down) and unstow."""
         cfg = self.config
-        self._robot.power_on(timeout_sec=cfg.power_timeout_s, update_frequency=10.0,
-                             timeout=cfg.rpc_timeout_s)
+        if not self._robot.is_powered_on(timeout=cfg.rpc_timeout_s):
+            self._robot.power_on(timeout_sec=cfg.power_timeout_s, update_frequency=10.0,
+                                 timeout=cfg.rpc_timeout_s)
         if cfg.stand_on_connect:
             blocking_stand(self._command_client, timeout_sec=cfg.power_timeout_s,
                            update_frequency=10.0)
+        if cfg.ready_arm:
+            self._ready_arm()
+
+    def _ready_arm(self) -> None:
+        """Unstow to the ready pose and wait for it, so streaming starts from a known pose."""
+        cfg = self.config
+        command_id = self._command_client.robot_command(RobotCommandBuilder.arm_ready_command(),
+                                                        timeout=cfg.rpc_timeout_s)
+        if not block_until_arm_arrives(self._command_client, command_id,
+                                       timeout_sec=cfg.power_timeout_s):
+            raise TheiaError(f"{self._where()}: the arm did not reach its ready pose")
+        self._arm_ready = True
+        self._stream.reset()
 
     # -- every tick -----------------------------------------------------------------------------
     def _require_connected(self) -> None:
@@ -259,9 +368,12 @@ class SpotAdapter(RobotAdapter):
             state = state_future.result()
             converter = self._time_sync.endpoint.get_robot_time_converter()
         except _ERRORS as exc:
+            if self._tolerate(exc, "observe") and self._last_obs is not None:
+                return self._last_obs  # stale stamps: the control loop holds this tick
             self._fault_from(exc, "observe")
             raise TheiaError(f"{self._where()}: no observation: {type(exc).__name__}"
                              ) from None
+        self._rpc_ok()
         self._check_state(state)
         wall_to_mono_s = time.monotonic() - time.time()
 
@@ -285,14 +397,14 @@ class SpotAdapter(RobotAdapter):
         for estop in state.estop_states:
             if estop.state == robot_state_pb2.EStopState.STATE_ESTOPPED:
                 self._set_fault("estop", f"e-stop {estop.name!r} engaged")
-        if state.power_state.motor_power_state != robot_state_pb2.PowerState.STATE_ON:
+        if state.power_state.motor_power_state != _MOTORS_ON:
             self._set_fault("power", "motor power is off")
 
     def _ready_to_send(self) -> bool:
         """The check before every send: no fault, time sync alive (else try to recover)."""
-        if self._fault is None and self._time_sync.stopped:
-            self._set_fault("time_sync", f"time-sync thread stopped: "
-                                         f"{type(self._time_sync.thread_exception).__name__}")
+        if self._fault is None:
+            self._watch_time_sync()
+            self._check_lease_streak(time.monotonic())
         fault = self._fault
         if fault is None:
             return True
@@ -302,6 +414,27 @@ class SpotAdapter(RobotAdapter):
             self._last_recover_s = now_s
             self.recover()
         return False  # even after a recovery: send again only after a fresh observation
+
+    def _watch_time_sync(self) -> None:
+        """The SDK's time-sync thread ends on its first RPC error; restart it and keep using
+        the last estimate (clocks drift slowly); fault only if it stays down too long."""
+        sync, now_s = self._time_sync, time.monotonic()
+        if self._sync_lost_since is None:
+            if not sync.stopped and sync.has_established_time_sync:
+                return
+            self._sync_lost_since, self._sync_reply_at_loss = now_s, sync.endpoint.response
+            self.transient_failures["time sync"] = self.transient_failures.get("time sync",
+                                                                              0) + 1
+            logger.warning("%s: time sync lost (%s); restarting it", self._where(),
+                           type(sync.thread_exception).__name__)
+        elif not sync.stopped and sync.endpoint.response is not self._sync_reply_at_loss:
+            self._sync_lost_since = None  # a fresh estimate since the loss: back
+            return
+        if now_s - self._sync_lost_since > self.config.time_sync_tolerance_s:
+            self._set_fault("time_sync", f"time sync down for {now_s - self._sync_lost_since:.1f}"
+                                         f" s: {type(sync.thread_exception).__name__}")
+        elif sync.stopped:
+            self._robot.start_time_sync()
 
     def apply(self, action: Action) -> Action:
         """Send one absolute hand pose + gripper fraction; return what was sent (clipped to the
@@ -317,29 +450,92 @@ class SpotAdapter(RobotAdapter):
         target = self._clip(action)
         if not self._ready_to_send():
             return self._holding()
-        try:
-            self._command_client.robot_command(self._pose_command(target),
-                                               timeout=self.config.tick_timeout_s)
-        except _ERRORS as exc:
-            self._fault_from(exc, "arm command")
+        self._read_feedback()
+        if self._fault is not None or self._stalled_since is not None:
             return self._holding()
+        if not self._arm_ready and self.config.ready_arm:
+            try:
+                self._ready_arm()
+            except (TheiaError, *_ERRORS) as exc:
+                self._set_fault("arm", f"unstow: {exc}")
+            return self._holding()  # send targets only after a fresh observation
+        try:
+            command_id = self._command_client.robot_command(
+                self._pose_command(target), timeout=self.config.tick_timeout_s)
+        except _ERRORS as exc:
+            self._stream.reset()  # the robot never got this knot
+            self._tolerate(exc, "arm command")
+            return self._holding()
+        self._rpc_ok()
+        self._last_command_id = command_id
         self.commands_sent += 1
         self._last_sent = target
         return target
 
+    def _read_feedback(self) -> None:
+        """Act on the latest arm command's feedback if it has come back; ask again at most
+        every ``feedback_interval_s``, asynchronously: a tick never waits for it."""
+        future = self._feedback_future
+        if future is not None and future.done():
+            self._feedback_future = None
+            try:
+                self._on_feedback(*future.result())
+            except _ERRORS as exc:
+                if _transient(exc):
+                    self.transient_failures["feedback"] = \
+                        self.transient_failures.get("feedback", 0) + 1
+                else:
+                    self._fault_from(exc, "arm feedback")
+        now_s = time.monotonic()
+        if (self._feedback_future is None and self._last_command_id is not None
+                and now_s - self._feedback_sent_s >= self.config.feedback_interval_s):
+            self._feedback_sent_s = now_s
+            command_id = self._last_command_id
+            request = self._command_client.robot_command_feedback_async(
+                command_id, timeout=self.config.tick_timeout_s)
+            self._feedback_future = _Tagged(request, command_id)
+
+    def _on_feedback(self, response, command_id: int) -> None:
+        """The reply describes the command that was newest when it was asked for (at most one
+        tick ago); one that another command has replaced says so and is ignored."""
+        arm = response.feedback.synchronized_feedback.arm_command_feedback
+        overridden = basic_command_pb2.RobotCommandFeedbackStatus.STATUS_COMMAND_OVERRIDDEN
+        if not arm.HasField("arm_cartesian_feedback") or arm.status == overridden:
+            return
+        status = arm.arm_cartesian_feedback.status
+        self.arm_status = _CART.Status.Name(status).removeprefix("STATUS_")
+        now_s = time.monotonic()
+        if status == _CART.STATUS_TRAJECTORY_CANCELLED:
+            self._set_fault("arm", "the robot cancelled the arm trajectory: tracking error "
+                                   f"{arm.arm_cartesian_feedback.measured_pos_tracking_error:.3f}"
+                                   " m (contact or obstruction?)")
+        elif status == _CART.STATUS_TRAJECTORY_STALLED:
+            if self._stalled_since is None:
+                self._stalled_since = now_s
+                self._stream.reset()
+                logger.warning("%s: arm stalled; holding", self._where())
+            elif now_s - self._stalled_since > self.config.stall_tolerance_s:
+                self._set_fault("arm", f"arm stalled for {now_s - self._stalled_since:.1f} s")
+        else:
+            self._stalled_since = None
+
     def _clip(self, action: Action) -> Action:
         low, high = self.config.workspace_box()
-        xyz = np.clip(action.xyz_m, low, high)
+        xyz = self.config.clip_to_reach(np.clip(action.xyz_m, low, high))
         if not np.array_equal(xyz, action.xyz_m):
             logger.debug("spot: target %s clipped to workspace %s..%s", action.xyz_m, low, high)
         return Action(ActionKind.EE_ABSOLUTE, xyz, action.rpy_rad.copy(),
                       float(min(max(action.gripper, 0.0), 1.0)))
 
     def _pose_command(self, target: Action) -> robot_command_pb2.RobotCommand:
-        qw, qx, qy, qz = rpy_to_quat(target.rpy_rad)
-        x, y, z = (float(v) for v in target.xyz_m)
-        arm = RobotCommandBuilder.arm_pose_command(x, y, z, qw, qx, qy, qz, self.config.frame,
-                                                   seconds=self.config.trajectory_time())
+        if self.config.stream:
+            arm = self._stream.command(target.xyz_m, target.rpy_rad, time.time())
+        else:
+            qw, qx, qy, qz = rpy_to_quat(target.rpy_rad)
+            x, y, z = (float(v) for v in target.xyz_m)
+            arm = RobotCommandBuilder.arm_pose_command(x, y, z, qw, qx, qy, qz,
+                                                       self.config.frame,
+                                                       seconds=self.config.trajectory_time())
         gripper = RobotCommandBuilder.claw_gripper_open_fraction_command(target.gripper)
         return RobotCommandBuilder.build_synchro_command(arm, gripper)
 
@@ -359,18 +555,21 @@ class SpotAdapter(RobotAdapter):
         self._require_connected()
         if self._fault is not None:
             return
+        self._stream.reset()
         command = robot_command_pb2.RobotCommand()
         command.synchronized_command.arm_command.arm_stop_command.SetInParent()
         try:
             self._command_client.robot_command(command, timeout=self.config.tick_timeout_s)
         except _ERRORS as exc:
-            self._fault_from(exc, "hold")
+            self._tolerate(exc, "hold")
 
     # -- recovery and shut-down -------------------------------------------------------------------
     def clear_fault(self) -> None:
         """Forget the fault without touching the robot; :meth:`recover` also restores the
         lease, time sync and power."""
         self._fault = None
+        self._failing_since = self._sync_lost_since = self._stalled_since = None
+        self._stream.reset()
 
     def recover(self) -> bool:
         """After a lease / connection / time-sync fault: restore time sync, re-check the e-stop,
@@ -395,51 +594,137 @@ class SpotAdapter(RobotAdapter):
             except (LeaseWalletError, LeaseUseError):
                 self._lease_client.acquire(timeout=cfg.rpc_timeout_s)
             self._start_keepalive()
-            if not self._robot.is_powered_on(timeout=cfg.rpc_timeout_s):
-                self._power_on_and_stand()
+            self._power_on_and_stand()  # also stands a robot someone else sat down
         except (TheiaError, *_ERRORS) as exc:
             logger.warning("%s: recovery from %s fault failed: %s", self._where(), fault.kind,
                            type(exc).__name__)
             return False
         with self._lock:
             self._fault = None
+        self._failing_since = self._sync_lost_since = self._stalled_since = None
         logger.warning("%s: recovered from %s fault", self._where(), fault.kind)
         return True
 
     def safe_stop(self) -> None:
-        """Stow the arm (gripper closed), then sit + power off if configured. Skipped when a
-        fault means the robot cannot (or must not) be commanded; an interrupted park (e-stop,
-        ``interrupt_park``) stops the arm where it is and skips the power-off."""
+        """Leave the robot safe: open the claw (let go of a handle), back the hand off, stow,
+        and check the stow finished; only a stowed arm is sat down and powered off (if
+        ``power_off_on_exit``): a robot never sits with its arm out. If stowing raises, the
+        power-off decision is still made from the arm state the robot reports. Skipped when a
+        fault means the robot cannot (or must not) be commanded. An e-stop during any of it
+        (``interrupt_park``) stops the arm where it is and skips the power-off."""
         if self._robot is None:
             return
-        cfg = self.config
         fault = self._fault
-        if fault is not None and fault.kind not in ("time_sync", "rejected"):
+        if fault is not None and fault.kind not in ("time_sync", "rejected", "arm"):
             logger.warning("%s: not stowing/powering off after %s fault", self._where(),
                            fault.kind)
             return
+        self._stream.reset()
         try:
-            stow = RobotCommandBuilder.build_synchro_command(
-                RobotCommandBuilder.arm_stow_command(),
-                RobotCommandBuilder.claw_gripper_open_fraction_command(0.0))
-            if self.park_interrupted:
-                self.hold()
+            self._release_and_back_off()
+            self._stow()
+        except _ParkInterrupted:
+            logger.warning("%s: stow interrupted; stopping the arm where it is", self._where())
+            with contextlib.suppress(*_ERRORS):
+                self._arm_stop()
+            return
+        except (TheiaError, *_ERRORS) as exc:
+            logger.error("%s: stowing failed: %s: %s", self._where(), type(exc).__name__, exc)
+        if self.park_interrupted:
+            return
+        self._power_off_if_stowed()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait while parking; an e-stop (``interrupt_park``) ends the park at once."""
+        if not self.park_wait(seconds):
+            raise _ParkInterrupted
+
+    def _release_and_back_off(self) -> None:
+        cfg, client = self.config, self._command_client
+        self._pause(0.0)
+        state = self._state_client.get_robot_state(timeout=cfg.rpc_timeout_s)
+        if state.manipulator_state.stow_state == _STOWED:
+            return
+        release = RobotCommandBuilder.claw_gripper_open_fraction_command(1.0)
+        client.robot_command(release, timeout=cfg.rpc_timeout_s)
+        deadline = time.monotonic() + cfg.power_timeout_s
+        while True:  # wait until the claw has let go
+            manip = self._state_client.get_robot_state(
+                timeout=cfg.rpc_timeout_s).manipulator_state
+            if not manip.is_gripper_holding_item and manip.gripper_open_percentage > 90.0:
+                break
+            if time.monotonic() > deadline:
+                raise TheiaError("the claw did not open")
+            self._pause(0.05)
+        if cfg.back_off_m <= 0:
+            return
+        snapshot = self._state_client.get_robot_state(
+            timeout=cfg.rpc_timeout_s).kinematic_state.transforms_snapshot
+        hand = get_a_tform_b(snapshot, cfg.frame, HAND_FRAME_NAME)
+        back = hand * _se3(-cfg.back_off_m)  # along the hand's own axis, away from the handle
+        command = RobotCommandBuilder.arm_pose_command(
+            back.x, back.y, back.z, back.rot.w, back.rot.x, back.rot.y, back.rot.z, cfg.frame,
+            seconds=max(0.3, cfg.back_off_m / 0.25))  # a slow, deliberate 0.25 m/s
+        self._pause(0.0)
+        command_id = client.robot_command(command, timeout=cfg.rpc_timeout_s)
+        if not self._arrived(command_id, cfg.power_timeout_s):
+            logger.warning("%s: backing off from the handle did not finish", self._where())
+
+    def _arrived(self, command_id: int, timeout_s: float) -> bool:
+        """Poll an arm command's feedback until it reaches its goal (as bosdyn's
+        ``block_until_arm_arrives`` does), pausing interruptibly between polls."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            feedback = self._command_client.robot_command_feedback(
+                command_id, timeout=self.config.rpc_timeout_s)
+            arm = feedback.feedback.synchronized_feedback.arm_command_feedback
+            status = arm.arm_cartesian_feedback.status
+            if status == _CART.STATUS_TRAJECTORY_COMPLETE:
+                return True
+            if status in (_CART.STATUS_TRAJECTORY_STALLED, _CART.STATUS_TRAJECTORY_CANCELLED):
+                return False
+            self._pause(0.05)
+        return False
+
+    def _stow(self) -> None:
+        cfg, client = self.config, self._command_client
+        stow = RobotCommandBuilder.build_synchro_command(
+            RobotCommandBuilder.arm_stow_command(),
+            RobotCommandBuilder.claw_gripper_open_fraction_command(0.0))
+        command_id = client.robot_command(stow, timeout=cfg.rpc_timeout_s)
+        self._arm_ready = False
+        deadline = time.monotonic() + cfg.power_timeout_s
+        while time.monotonic() < deadline:
+            feedback = client.robot_command_feedback(command_id, timeout=cfg.rpc_timeout_s)
+            named = feedback.feedback.synchronized_feedback.arm_command_feedback \
+                .named_arm_position_feedback
+            if named.status == _NAMED.STATUS_COMPLETE:
                 return
-            command_id = self._command_client.robot_command(stow, timeout=cfg.rpc_timeout_s)
-            stowed = wait_until_stowed(self._command_client, command_id, cfg.power_timeout_s,
-                                       self.park_wait)
-            if stowed is None:
-                logger.warning("%s: stow interrupted; stopping the arm where it is",
-                               self._where())
-                self.hold()
-                return
+            if named.status == _NAMED.STATUS_STALLED_HOLDING_ITEM:
+                raise TheiaError("stow refused: the claw is holding an item")
+            self._pause(0.05)
+        raise TheiaError("the arm did not report stowed in time")
+
+    def _power_off_if_stowed(self) -> None:
+        cfg = self.config
+        try:
+            state = self._state_client.get_robot_state(timeout=cfg.rpc_timeout_s)
+            stowed = state.manipulator_state.stow_state == _STOWED
             if not stowed:
-                logger.warning("%s: arm did not report stowed in time", self._where())
-            if cfg.power_off_on_exit:
+                logger.error("%s: the arm is not stowed: staying up with the arm held still "
+                             "(sitting would put the arm down on whatever it is near); stow "
+                             "it from the tablet", self._where())
+                self._arm_stop()
+            elif cfg.power_off_on_exit:
                 self._robot.power_off(cut_immediately=False, timeout_sec=cfg.power_timeout_s,
                                       update_frequency=10.0, timeout=cfg.rpc_timeout_s)
         except _ERRORS as exc:
             self._fault_from(exc, "safe stop")
+
+    def _arm_stop(self) -> None:
+        command = robot_command_pb2.RobotCommand()
+        command.synchronized_command.arm_command.arm_stop_command.SetInParent()
+        self._command_client.robot_command(command, timeout=self.config.rpc_timeout_s)
 
     def disconnect(self) -> None:
         """Stop the keep-alive, return the lease, stop time sync, close channels (idempotent)."""
@@ -468,3 +753,20 @@ class SpotAdapter(RobotAdapter):
 
 
 _FORMATS = {"jpeg": image_pb2.Image.FORMAT_JPEG, "raw": image_pb2.Image.FORMAT_RAW}
+
+
+def _se3(x: float) -> SE3Pose:
+    return SE3Pose(x, 0.0, 0.0, Quat())
+
+
+class _Tagged:
+    """A feedback request's future together with the command it asks about."""
+
+    def __init__(self, future, command_id: int) -> None:
+        self.future, self.command_id = future, command_id
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self):
+        return self.future.result(), self.command_id

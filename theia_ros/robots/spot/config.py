@@ -17,9 +17,12 @@ import numpy as np
 from theia_ros.errors import TheiaError
 
 FRAMES = ("body", "flat_body", "odom")
-# Conservative reach box for the hand in the body frame (m): in front of the body, inside the
-# arm's ~0.98 m reach, never far below the body.
-BODY_WORKSPACE_M = ((0.25, -0.6, -0.35), (1.0, 0.6, 0.8))
+# Conservative box for the hand in the (flat) body frame (m): in front of the body, never far
+# below it. Its corners lie beyond the arm's reach, so targets are also kept within
+# ``reach_m`` of the shoulder.
+BODY_WORKSPACE_M = ((0.3, -0.6, -0.3), (1.0, 0.6, 0.8))
+SHOULDER_IN_BODY_M = (0.292, 0.0, 0.188)  # arm_link_sh0 (Spot arm URDF)
+ARM_REACH_M = 0.98  # shoulder to hand frame at full extension (Spot arm specification)
 
 
 @dataclass
@@ -34,17 +37,36 @@ class SpotConfig:
     cameras: camera name (policy input key, e.g. ``front``) -> image source on the robot.
     image_service: image service name (``image``; a payload camera may register another).
     image_format: ``jpeg`` (small over Wi-Fi) or ``raw``.
-    frame: command/observation frame of the hand pose: ``body``, ``flat_body`` or ``odom``.
-    rate_hz: control rate; the arm trajectory time defaults to one period.
-    trajectory_time_s: override the arm trajectory duration per command.
+    frame: command/observation frame of the hand pose: ``flat_body`` (gravity-aligned body:
+        does not tilt as the body sways while the arm pulls), ``odom`` (fixed in the world) or
+        ``body``.
+    rate_hz: control rate.
+    stream: send each target as part of one continuous multi-point trajectory (see
+        ``stream.py``); false sends one point per tick due one period later (stop-and-go).
+    stream_margin_s: motion queued on the robot beyond the next tick, to cover network delay.
+    trajectory_time_s: override the time from sending a target to the hand reaching it
+        (default one period + ``stream_margin_s``; one period when not streaming).
+    max_tracking_error_m: the robot cancels a trajectory the hand lags by more than this
+        (contact, obstruction); the adapter then faults. None = the robot's default.
     workspace_min_m / workspace_max_m: last-line clip box for the hand position in ``frame``
         (the control core's safety filter runs before this); required for ``odom``.
+    reach_m: in ``body``/``flat_body``, targets are also kept this close to the shoulder.
+    ready_arm: unstow (arm ready pose) after standing and before the first target.
     take_lease: take the lease from its current owner instead of failing.
     allow_no_estop: move even when no e-stop endpoint is registered (dangerous; explicit).
     stand_on_connect: stand after powering on.
     power_off_on_exit: sit and cut motor power on exit (else stay powered and standing).
     recover: after a lease / connection / time-sync fault, re-acquire (never take) the lease and
         power on again, at most every ``recover_interval_s``.
+    rpc_tolerance_s: per-tick RPCs and lease check-ins may fail for this long (the arm holds:
+        nothing new is sent, the robot finishes the queued motion) before a connection fault.
+    time_sync_tolerance_s: the time-sync thread is restarted after an error; fault only when
+        sync is not back within this long.
+    feedback_interval_s: how often the latest arm command's feedback is requested (one
+        asynchronous RPC at a time; a tick never waits for it).
+    stall_tolerance_s: how long the arm may report STALLED (holding) before a fault.
+    back_off_m: on a safe stop, the hand moves this far back along its own axis after
+        opening the claw, before stowing, so the stow does not drag the claw over the handle.
     """
 
     hostname: str = "192.168.80.3"
@@ -52,15 +74,20 @@ class SpotConfig:
     robot_cert: str | None = None
     credentials_file: str | None = None
     client_name: str = "theia-ros"
-    cameras: dict[str, str] = field(default_factory=lambda: {"front": "frontleft_fisheye_image"})
+    cameras: dict[str, str] = field(default_factory=lambda: {"front": "hand_color_image"})
     image_service: str = "image"
     image_format: str = "jpeg"
     jpeg_quality_percent: int = 75
-    frame: str = "body"
+    frame: str = "flat_body"
     rate_hz: float = 5.0
+    stream: bool = True
+    stream_margin_s: float = 0.15
     trajectory_time_s: float | None = None
+    max_tracking_error_m: float | None = 0.15
     workspace_min_m: tuple[float, float, float] | None = None
     workspace_max_m: tuple[float, float, float] | None = None
+    reach_m: float = 0.9
+    ready_arm: bool = True
     take_lease: bool = False
     allow_no_estop: bool = False
     stand_on_connect: bool = True
@@ -73,6 +100,11 @@ class SpotConfig:
     time_sync_timeout_s: float = 5.0
     time_sync_interval_s: float = 10.0
     lease_keepalive_s: float = 2.0
+    rpc_tolerance_s: float = 1.0
+    time_sync_tolerance_s: float = 5.0
+    feedback_interval_s: float = 0.2
+    stall_tolerance_s: float = 1.0
+    back_off_m: float = 0.1
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> TheiaError:
@@ -92,10 +124,14 @@ class SpotConfig:
         if not 0 < self.jpeg_quality_percent <= 100:
             raise bad("jpeg_quality_percent", "1..100")
         for name in ("rate_hz", "recover_interval_s", "rpc_timeout_s", "power_timeout_s",
-                     "time_sync_timeout_s", "time_sync_interval_s", "lease_keepalive_s"):
+                     "time_sync_timeout_s", "time_sync_interval_s", "lease_keepalive_s",
+                     "rpc_tolerance_s", "time_sync_tolerance_s", "feedback_interval_s",
+                     "stall_tolerance_s", "reach_m"):
             if not getattr(self, name) > 0:
                 raise bad(name, "a positive number")
-        for name in ("trajectory_time_s", "tick_rpc_timeout_s"):
+        if not (self.stream_margin_s >= 0 and self.back_off_m >= 0):
+            raise bad("stream_margin_s", "stream_margin_s and back_off_m >= 0")
+        for name in ("trajectory_time_s", "tick_rpc_timeout_s", "max_tracking_error_m"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise bad(name, "a positive number or null")
@@ -103,6 +139,8 @@ class SpotConfig:
             raise bad("workspace_min_m", "workspace_min_m and workspace_max_m given together")
         if self.workspace_min_m is None and self.frame == "odom":
             raise bad("workspace_min_m", "an explicit workspace box when frame is 'odom'")
+        if self.reach_m > ARM_REACH_M:
+            raise bad("reach_m", f"at most the arm's reach, {ARM_REACH_M} m")
         if self.workspace_min_m is not None:
             low, high = np.asarray(self.workspace_min_m), np.asarray(self.workspace_max_m)
             if low.shape != (3,) or high.shape != (3,) or not np.all(low < high):
@@ -117,8 +155,23 @@ class SpotConfig:
         return self.tick_rpc_timeout_s or self.period_s
 
     def trajectory_time(self) -> float:
-        """Seconds the arm takes to reach each commanded pose: one control period by default."""
-        return self.trajectory_time_s or self.period_s
+        """Seconds from sending a target to the hand reaching it: one control period plus the
+        streaming margin (one period when not streaming), unless set."""
+        if self.trajectory_time_s:
+            return self.trajectory_time_s
+        return self.period_s + (self.stream_margin_s if self.stream else 0.0)
+
+    def clip_to_reach(self, xyz: np.ndarray) -> np.ndarray:
+        """Pull a (flat) body-frame target back inside ``reach_m`` of the shoulder; odom
+        targets are left to the workspace box (the body moves in odom)."""
+        if self.frame == "odom":
+            return xyz
+        shoulder = np.asarray(SHOULDER_IN_BODY_M)
+        offset = xyz - shoulder
+        distance = float(np.linalg.norm(offset))
+        if distance <= self.reach_m:
+            return xyz
+        return shoulder + offset * (self.reach_m / distance)
 
     def workspace_box(self) -> tuple[np.ndarray, np.ndarray]:
         low, high = self.workspace_min_m, self.workspace_max_m
@@ -129,8 +182,9 @@ class SpotConfig:
     def safety_limits(self, max_speed_m_s: float = 0.25, max_angular_speed_rad_s: float = 1.25):
         """Control-core limits for this robot: the same workspace box, and 0.25 m/s / 1.25 rad/s
         (5 cm / 0.25 rad per tick at 5 Hz). Absolute poses are stepped from the last commanded
-        pose, so a blocked or lagging arm must not let commands walk away from it: beyond two
-        ticks' travel of tracking error, steps are judged from the measured hand pose.
+        pose, so a blocked or lagging arm must not let commands walk away from it: beyond the
+        lag that streaming itself causes (each target is due one trajectory time ahead, plus
+        a tick), steps are judged from the measured hand pose.
         Override with ``SafetyLimits.from_dict(..., base=cfg.safety_limits())`` from the task
         YAML's ``safety:`` block."""
         from theia_ros.control.safety import SafetyLimits
@@ -139,7 +193,8 @@ class SpotConfig:
         return SafetyLimits(workspace_min_m=tuple(low), workspace_max_m=tuple(high),
                             max_speed_m_s=max_speed_m_s,
                             max_angular_speed_rad_s=max_angular_speed_rad_s,
-                            max_tracking_error_m=2.0 * max_speed_m_s * self.period_s)
+                            max_tracking_error_m=max_speed_m_s * (
+                                self.period_s + self.trajectory_time()))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "spot config") -> SpotConfig:

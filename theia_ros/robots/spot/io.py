@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 import os
 import stat
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-from bosdyn.api import arm_command_pb2, image_pb2
+from bosdyn.api import image_pb2
 from bosdyn.client.frame_helpers import HAND_FRAME_NAME, get_a_tform_b
 
 from theia_ros.errors import TheiaError
@@ -151,24 +150,4 @@ def read_arm(robot_state, frame: str) -> ArmReading:
                       ee.astype(np.float64), float(gripper))
 
 
-_NAMED = arm_command_pb2.NamedArmPositionsCommand.Feedback
-STOW_POLL_S = 0.1
 
-
-def wait_until_stowed(command_client, command_id: int, timeout_s: float,
-                      wait: Callable[[float], bool]) -> bool | None:
-    """Poll a stow command's feedback (as bosdyn's ``block_until_arm_arrives`` does) until the
-    arm is stowed (True), stalls or ``timeout_s`` passes (False), or ``wait(STOW_POLL_S)``
-    returns False: the park was interrupted (None; the caller stops the arm where it is)."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        response = command_client.robot_command_feedback(command_id)
-        arm = response.feedback.synchronized_feedback.arm_command_feedback
-        status = arm.named_arm_position_feedback.status
-        if status == _NAMED.STATUS_COMPLETE:
-            return True
-        if status == _NAMED.STATUS_STALLED_HOLDING_ITEM:
-            return False
-        if not wait(STOW_POLL_S):
-            return None
-    return False
