@@ -1,16 +1,18 @@
 """policy_node during a park: ``~/estop`` pre-empts it, and the node stays responsive.
 
 Real rclpy (PyPI wheels), the real ``WidowXAdapter`` and its park code (each pose sent
-without blocking, then waited for through ``park_wait``), driven through the Interbotix
-STAND-IN of ``test_widowx_adapter`` (Interbotix cannot be installed here; see that module),
-which publishes its joint states at 50 Hz like ``xs_sdk``. The park takes 2 x 1 s in real
-time. Images arrive over a real topic; the policy is a small callable, so a test can make it
-raise (a fault, which parks on the control thread).
+without blocking, then waited for through ``park_wait``) through the unmodified upstream
+``interbotix_xs_modules`` against our MuJoCo xs_sdk twin, whose servos follow the park's
+2 x 1 s in real time. The node runs on a private context (``helpers_nodes.ros_context``);
+the adapter's Interbotix node and the twin share the default one (``helpers_xs_twin``), as
+the adapter joins whatever default context its host process has. Images arrive over a real
+topic; the policy is a small callable, so a test can make it raise (a fault, which parks on
+the control thread).
 """
+# ruff: noqa: F401, F811 - the twin fixture is imported from helpers_xs_twin
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -24,6 +26,16 @@ from helpers_nodes import (
     session_domain_id,
     wait_for,
 )
+from helpers_xs_twin import (
+    HOME_Q,
+    CommandLog,
+    connect_at_start,
+    is_pose,
+    make_adapter,
+    twin,
+)
+
+from theia_ros.control import kinematics as K
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
@@ -44,21 +56,19 @@ class Policy:
 
 
 class Rig:
-    def __init__(self, context) -> None:
+    def __init__(self, context, twin) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.parameter import Parameter
         from std_msgs.msg import Float32MultiArray
-        from test_widowx_adapter import StandInBot
 
-        from theia_ros.control import MonotonicClock, SafetyLimits
+        from theia_ros.control import SafetyLimits
         from theia_ros.robots.registry import RobotSetup
-        from theia_ros.robots.widowx import WidowXAdapter, WidowXConfig
         from theia_ros.ros.policy_node import PolicyNode
 
-        self.bot = StandInBot(MonotonicClock())  # stamps and "ROS now" from one clock
-        self.adapter = WidowXAdapter(
-            WidowXConfig(park_moving_time_s=PARK_POSE_S, fault_check_period_s=0.0),
-            bot_factory=lambda cfg, node: (self.bot, lambda: None))
+        self.sent = CommandLog(twin)  # what the servos are told
+        self.adapter = make_adapter(twin, park_moving_time_s=PARK_POSE_S)
+        connect_at_start(self.adapter, self.sent)  # the node's own connect() keeps this link
+        self.connected_at = len(self.sent)
         self.policy = Policy()
         setup = RobotSetup(self.adapter, SafetyLimits.wx250s(), None, images_from_topic=True,
                            joints_from_topic=False)
@@ -74,35 +84,33 @@ class Rig:
         self.peer.create_subscription(DiagnosticArray, "/diagnostics",
                                       lambda m: self.diagnostics.append(time.monotonic()), 50)
         self.feed = SensorFeed(self.peer).start()
-        self._stop = threading.Event()
-        self._xs_sdk = threading.Thread(target=self._publish_joint_states, daemon=True)
-        self._xs_sdk.start()
         self.spinner = Spinner(context, self.node, self.peer)
 
-    def _publish_joint_states(self) -> None:
-        while not self._stop.wait(0.02):
-            self.bot.publish_joint_state()
+    def measured(self) -> np.ndarray:
+        return self.adapter.observe().joint_positions
 
-    def moves(self) -> list[str]:
-        return [n for n in self.bot.names() if n in ("publish_positions", "go_to_home_pose",
-                                                     "go_to_sleep_pose", "set_joint_positions")]
+    def park(self) -> list[np.ndarray]:
+        """The servo commands from the park's first pose (home) on."""
+        sent = self.sent.since(self.connected_at)
+        homes = [i for i, c in enumerate(sent) if is_pose(c, HOME_Q)]
+        return sent[homes[0]:] if homes else []
 
     def park_started(self) -> bool:
-        return "go_to_home_pose" in self.bot.names()
+        return bool(self.park())
 
     def close(self) -> None:
-        self._stop.set()
         self.feed.stop()
         self.node.shutdown()
         self.spinner.close()
         self.node.destroy_node()
         self.peer.destroy_node()
+        self.sent.close()
 
 
 @pytest.fixture
-def rig():
+def rig(twin):
     with ros_context(session_domain_id()) as ctx:
-        r = Rig(ctx)
+        r = Rig(ctx, twin)
         try:
             assert wait_for(lambda: len(r.actions) >= 2, 15.0), \
                 f"no actions came out: {r.node.status()}"
@@ -131,9 +139,12 @@ def _estop_preempts(rig: Rig) -> None:
     assert answered_s < 0.5, f"~/estop answered after {answered_s:.2f} s (park: 2 x 1 s)"
     assert wait_for(lambda: not rig.node.loop.parking, 1.0)
     time.sleep(PARK_POSE_S + 0.3)  # past the moment the park would have gone on to sleep
-    moves = rig.moves()
-    assert "go_to_sleep_pose" not in moves and moves[-1] == "publish_positions"
-    np.testing.assert_allclose(rig.bot.calls[-1][1]["positions"], rig.bot.q)  # held there
+    park = rig.park()
+    assert not any(is_pose(c, K.SLEEP_QPOS_RAD) for c in park), "the park went on to sleep"
+    assert not is_pose(park[-1], HOME_Q)  # the last command is a hold
+    q = rig.measured()
+    np.testing.assert_allclose(q, park[-1], atol=0.02)  # held there
+    assert np.max(np.abs(q - K.SLEEP_QPOS_RAD)) > 0.2
     assert rig.adapter.counters["parks"] == 0
     _, message, values = rig.node.status()
     assert message.startswith("e-stop") and values["parking"] == "false"
@@ -144,7 +155,7 @@ def test_estop_preempts_a_stop_park(rig: Rig) -> None:
     res = call_trigger(rig.peer, "/policy_node/stop", timeout_s=2.0)
     assert res.success and res.message == "stopped; parking"
     assert time.monotonic() - t0 < 0.5  # answered at once, not after the park
-    assert wait_for(rig.park_started, 1.0), rig.bot.names()
+    assert wait_for(rig.park_started, 1.0), rig.sent.since(rig.connected_at)
     _responsive_during_park(rig)
     _estop_preempts(rig)
 
@@ -161,6 +172,8 @@ def test_a_stop_park_without_estop_completes(rig: Rig) -> None:
     assert call_trigger(rig.peer, "/policy_node/stop", timeout_s=2.0).success
     assert wait_for(rig.park_started, 1.0)
     assert wait_for(lambda: rig.adapter.counters["parks"] == 1, 2 * PARK_POSE_S + 2.0)
-    assert rig.moves()[-2:] == ["go_to_home_pose", "go_to_sleep_pose"]
+    park = rig.park()
+    assert len(park) == 2 and is_pose(park[1], K.SLEEP_QPOS_RAD), park
+    assert wait_for(lambda: np.allclose(rig.measured(), K.SLEEP_QPOS_RAD, atol=0.02), 1.0)
     assert not rig.node.loop.parking
     assert call_trigger(rig.peer, "/policy_node/start", timeout_s=2.0).success

@@ -5,14 +5,15 @@ Each robot's own ``safe_stop`` is run and interrupted the way the control loop d
 
 - ``sim``: the real MuJoCo twin; its park simulates periods as fast as it can, so the
   e-stop arrives from inside the third period (a thread calling ``ControlLoop.estop``).
-- ``widowx``: the adapter's real park code (non-blocking pose commands + ``park_wait``),
-  through the Interbotix STAND-IN of ``test_widowx_adapter`` (Interbotix cannot be
-  installed here; see that module), with a 1 s per pose park in real time.
+- ``widowx``: the adapter's real park code (non-blocking pose commands + ``park_wait``)
+  through the unmodified upstream ``interbotix_xs_modules`` against our MuJoCo xs_sdk twin
+  (``theia_ros.sim.xs_sdk_twin``), whose servos follow a 1 s per pose park in real time;
+  what the servos were told is heard on the twin's command topic.
 - ``spot``: the real bosdyn client over loopback gRPC against the STAND-IN server
   (``tests/spot_standin``, not Boston Dynamics' software), whose stow takes 3 s.
 - ``dry_run``: moves nothing; after an e-stop its park is not even called.
 """
-# ruff: noqa: F401, F811 - pytest fixtures imported from spot_standin.fixtures
+# ruff: noqa: F401, F811 - pytest fixtures imported from spot_standin / helpers_xs_twin
 
 from __future__ import annotations
 
@@ -21,22 +22,29 @@ import time
 
 import numpy as np
 import pytest
+from helpers_xs_twin import (
+    HOME_Q,
+    START_Q,
+    CommandLog,
+    connect_at_start,
+    is_pose,
+    make_adapter,
+    twin,
+)
 from spot_standin.fixtures import config_for, pose_action, robot_env, standin, wait_until
-from test_widowx_adapter import StandInBot
 
 from theia_ros.control import (
     ControlLoop,
     Freshness,
     LoopConfig,
     LoopState,
-    ManualClock,
     SafetyFilter,
     SafetyLimits,
 )
 from theia_ros.control import kinematics as K
 from theia_ros.robots.dry_run import DryRunRobot
 from theia_ros.robots.joint_state import JointStateCache
-from theia_ros.robots.widowx import WidowXAdapter, WidowXConfig
+from theia_ros.robots.widowx import WidowXAdapter
 
 
 def _still(obs) -> np.ndarray:
@@ -86,35 +94,56 @@ def test_sim_park_stops_where_the_estop_finds_it() -> None:
 
 
 @pytest.fixture
-def widowx() -> tuple[WidowXAdapter, StandInBot]:
-    bot = StandInBot(ManualClock(50.0))
-    adapter = WidowXAdapter(WidowXConfig(park_moving_time_s=1.0, fault_check_period_s=0.0),
-                            bot_factory=lambda cfg, node: (bot, lambda: None))
-    adapter.connect()
-    return adapter, bot
+def widowx(twin):
+    log = CommandLog(twin)
+    adapter = make_adapter(twin, park_moving_time_s=1.0)
+    try:
+        connect_at_start(adapter, log)
+        yield adapter, log
+    finally:
+        adapter.disconnect()
+        log.close()
 
 
-def test_widowx_park_stops_within_a_tick_of_the_estop(widowx) -> None:
-    adapter, bot = widowx
+def _measured(adapter: WidowXAdapter) -> np.ndarray:
+    return adapter.observe().joint_positions
+
+
+def test_widowx_park_stops_within_a_tick_of_the_estop(twin, widowx) -> None:
+    adapter, sent = widowx
+    n0 = len(sent)
     parker = threading.Thread(target=adapter.safe_stop)
     parker.start()
-    assert wait_until(lambda: "go_to_home_pose" in bot.names(), 2.0)
+    assert wait_until(lambda: is_pose(sent.last(), HOME_Q), 2.0), sent.since(n0)
     t0 = time.monotonic()
     adapter.interrupt_park()
     parker.join(timeout=3.0)
     assert not parker.is_alive() and time.monotonic() - t0 < 0.5  # the pose takes 1 s
-    names = [n for n in bot.names() if n != "release"]
-    assert names == ["publish_positions", "go_to_home_pose", "publish_positions"]
-    home = dict(bot.calls)["go_to_home_pose"]
-    assert home["blocking"] is False and home["moving_time"] == pytest.approx(1.0)
-    hold = bot.calls[-1][1]["positions"]
-    np.testing.assert_allclose(hold, bot.q)  # held at the measured joints
-    assert adapter.counters["parks"] == 0
+    # the servos were told: hold, home on the 1 s park profile, hold where the arm is
+    assert adapter.link.read_registers("arm", "Profile_Velocity", 1.0) == [1000] * 6
+    assert wait_until(lambda: len(sent) >= n0 + 3, 1.0)
+    hold0, home, hold = sent.since(n0)
+    np.testing.assert_allclose(hold0, START_Q, atol=0.01)
+    assert is_pose(home, HOME_Q) and not is_pose(hold, HOME_Q, atol=0.05)
+    time.sleep(1.2)  # past the end of the interrupted home move
+    q = _measured(adapter)
+    np.testing.assert_allclose(q, hold, atol=0.02)  # held at the joints measured then
+    assert np.max(np.abs(q - K.SLEEP_QPOS_RAD)) > 0.2 and np.max(np.abs(q - HOME_Q)) > 0.05
+    assert adapter.counters["parks"] == 0 and len(sent) == n0 + 3
+    n1 = len(sent)
     adapter.safe_stop()  # while interrupted: a hold only, no park
-    assert "go_to_sleep_pose" not in bot.names() and bot.names()[-1] == "publish_positions"
+    time.sleep(0.3)
+    assert sent.since(n1), "no hold was sent"
+    for cmd in sent.since(n1):
+        np.testing.assert_allclose(cmd, q, atol=0.02)
+    assert adapter.counters["parks"] == 0
     adapter.allow_park()
     adapter.safe_stop()
-    assert bot.names()[-1] == "go_to_sleep_pose" and adapter.counters["parks"] == 1
+    assert adapter.counters["parks"] == 1
+    assert is_pose(sent.since(n1)[-2], HOME_Q)
+    assert is_pose(sent.last(), K.SLEEP_QPOS_RAD)
+    assert wait_until(lambda: np.allclose(_measured(adapter), K.SLEEP_QPOS_RAD, atol=0.02), 1.0), \
+        _measured(adapter)
 
 
 def test_spot_stow_stops_within_a_tick_of_the_estop(standin, robot_env) -> None:

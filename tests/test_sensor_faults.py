@@ -2,24 +2,27 @@
 soon as good data is back; never a fault and park, never a silent clamp.
 
 Paths: the joint-state cache the nodes fill from ``sensor_msgs/JointState`` (``dry_run``),
-the WidowX adapter's own reading of Interbotix's joint states (through the Interbotix
-STAND-IN of ``test_widowx_adapter``: Interbotix cannot be installed here), Spot's robot
-state over real gRPC (the STAND-IN server of ``tests/spot_standin``, not Boston Dynamics'
-software), and images an adapter returns (``RecordingArm`` of ``test_control_loop``, a test
-double). The node's own JointState path over rclpy is in ``test_nodes_policy``.
+the WidowX adapter's own reading of joint states through the unmodified upstream
+``interbotix_xs_modules`` (our MuJoCo xs_sdk twin publishes the impossible values over real
+DDS, as a failing encoder or driver would), Spot's robot state over real gRPC (the STAND-IN
+server of ``tests/spot_standin``, not Boston Dynamics' software), and images an adapter
+returns (``RecordingArm`` of ``test_control_loop``, a test double). The node's own
+JointState path over rclpy is in ``test_nodes_policy``.
 """
-# ruff: noqa: F401, F811 - pytest fixtures imported from spot_standin.fixtures
+# ruff: noqa: F401, F811 - pytest fixtures imported from spot_standin / helpers_xs_twin
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import ros_upstream as ru
+from helpers_xs_twin import START_Q, CommandLog, connect_at_start, make_adapter, twin
 from spot_standin.fixtures import config_for, robot_env, standin
 from test_control_loop import RecordingArm, constant_policy, make_loop
-from test_widowx_adapter import StandInBot
 
 from theia_ros.control import (
     ControlLoop,
@@ -34,8 +37,7 @@ from theia_ros.control import (
 from theia_ros.control import kinematics as K
 from theia_ros.errors import TheiaError
 from theia_ros.robots.dry_run import DryRunRobot
-from theia_ros.robots.joint_state import JointStateCache, gripper_fraction
-from theia_ros.robots.widowx import WidowXAdapter, WidowXConfig
+from theia_ros.robots.joint_state import JointStateCache, gripper_fraction, implausible_joints
 
 PERIOD_S = 0.2
 ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"]
@@ -111,48 +113,77 @@ def test_finger_overshoot_within_slack_is_clamped_not_refused() -> None:
     assert math.isnan(gripper_fraction(K.FINGER_OPEN_M + 0.2))
 
 
-# -- the WidowX adapter reading Interbotix's joint states ----------------------------------
+# -- the WidowX adapter reading xs_sdk's joint states -------------------------------------
+@pytest.fixture(scope="module")
+def widowx_rig(twin):
+    """One adapter on a ManualClock for the module (connecting takes about a second)."""
+    clock = ManualClock(50.0)
+    log = CommandLog(twin)
+    adapter = make_adapter(twin, clock=clock.now)
+    try:
+        connect_at_start(adapter, log)
+        yield adapter, clock, log
+    finally:
+        twin.falsify_readings()
+        adapter.disconnect()
+        log.close()
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _driver_says(twin, adapter, positions: dict[str, float] | None = None,
+                 stamp: tuple[int, int] | None = None):
+    """A tick's ``before``: the twin publishes ``positions`` in place of the measured joints
+    and ``stamp`` in the header (None, None: honest readings); it returns once Interbotix's
+    joint-state subscriber holds such a message."""
+    core = adapter.bot.core
+
+    def received() -> bool:
+        with core.js_mutex:
+            msg = core.joint_states
+        got = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if stamp is not None and got != stamp:
+            return False
+        if stamp is None and got[0] <= 0:  # still the false stamp
+            return False
+        if positions:
+            return all(_same(msg.position[core.js_index_map[j]], v)
+                       for j, v in positions.items())
+        finger = msg.position[core.js_index_map["left_finger"]]
+        return not (implausible_joints(np.asarray(msg.position[:6])).any()
+                    or math.isnan(gripper_fraction(finger)))
+
+    def feed() -> None:
+        twin.falsify_readings(positions, stamp)
+        assert ru.wait_for(received, 2.0), "the twin's joint states did not arrive"
+    return feed
+
+
 @pytest.mark.parametrize("joint, value", IMPOSSIBLE)
-def test_widowx_holds_on_an_impossible_joint_state(joint: str, value: float) -> None:
-    clock = ManualClock(50.0)
-    bot = StandInBot(clock)
-    adapter = WidowXAdapter(WidowXConfig(fault_check_period_s=0.0),
-                            bot_factory=lambda cfg, node: (bot, lambda: None), clock=clock.now)
-    adapter.connect()
+def test_widowx_holds_on_an_impossible_joint_state(twin, widowx_rig, joint: str,
+                                                   value: float) -> None:
+    adapter, clock, sent = widowx_rig
     bench = Bench(adapter, ImageCache(), clock)
-    good_q, good_finger = bot.q.copy(), bot.finger_m
-
-    def publish(bad: bool):
-        def feed() -> None:
-            bot.q, bot.finger_m = good_q.copy(), good_finger
-            if bad and joint == "left_finger":
-                bot.finger_m = value
-            elif bad:
-                bot.q[K.JOINT_NAMES.index(joint)] = value
-            bot.publish_joint_state()
-        return feed
-
-    _held_then_resumed(bench, publish(True), publish(False), reason="missing_joint_state")
-    assert adapter.counters["bad_joint_states"] >= 3 and adapter.fault is None
-    # nothing impossible ever went to the arm, not even in a hold
-    for name, kw in bot.calls:
-        if "positions" in kw:
-            assert np.all(np.abs(kw["positions"]) < 2 * np.pi), (name, kw)
+    bad0 = adapter.counters["bad_joint_states"]
+    _held_then_resumed(bench, _driver_says(twin, adapter, {joint: value}),
+                       _driver_says(twin, adapter), reason="missing_joint_state")
+    assert adapter.counters["bad_joint_states"] >= bad0 + 3 and adapter.fault is None
+    time.sleep(0.1)  # the last commands reach the log
+    assert sent.all_plausible(), "an impossible value went to the arm"
+    assert np.all(np.abs(_measured(adapter) - START_Q) < 0.2)  # the arm did not jump
 
 
-def test_widowx_negative_stamp_is_never_fresh() -> None:
-    clock = ManualClock(50.0)
-    bot = StandInBot(clock)
-    adapter = WidowXAdapter(WidowXConfig(fault_check_period_s=0.0),
-                            bot_factory=lambda cfg, node: (bot, lambda: None), clock=clock.now)
-    adapter.connect()
+def test_widowx_negative_stamp_is_never_fresh(twin, widowx_rig) -> None:
+    adapter, clock, _ = widowx_rig
     bench = Bench(adapter, ImageCache(), clock)
+    _held_then_resumed(bench, _driver_says(twin, adapter, stamp=(-3, 0)),
+                       _driver_says(twin, adapter), reason="stale_joint_state")
 
-    def negative() -> None:
-        bot.publish_joint_state()
-        bot.core.joint_states.header.stamp.sec = -3
 
-    _held_then_resumed(bench, negative, bot.publish_joint_state, reason="stale_joint_state")
+def _measured(adapter) -> np.ndarray:
+    return adapter.observe().joint_positions
 
 
 # -- Spot's robot state over gRPC ----------------------------------------------------------

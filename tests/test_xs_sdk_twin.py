@@ -5,16 +5,16 @@ The adapter runs through the unmodified upstream ``interbotix_xs_modules`` over 
 ``theia_ros.sim.xs_sdk_twin`` (real generated ``interbotix_xs_msgs`` types), as in
 ``test_widowx_adapter.py``.
 """
+# ruff: noqa: F401, F811 - the twin fixture is imported from helpers_xs_twin
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 
 import numpy as np
 import pytest
 import ros_upstream as ru
+from helpers_xs_twin import START_Q, make_adapter, twin
 
 from theia_ros.control import (
     ControlLoop,
@@ -29,9 +29,6 @@ from theia_ros.robots.widowx import WidowXAdapter, WidowXConfig
 from theia_ros.sim.xs_sdk_twin import profile_fraction
 from theia_ros.types import Action, ActionKind
 
-START_Q = np.array([0.0, -0.5, 0.6, 0.0, 0.4, 0.0])
-_names = itertools.count()
-
 
 def test_time_based_profile_is_a_trapezoid() -> None:
     assert profile_fraction(0.0, 2.0, 0.3) == 0.0
@@ -45,32 +42,9 @@ def test_time_based_profile_is_a_trapezoid() -> None:
     assert profile_fraction(0.1, 0.0, 0.0) == 1.0  # Profile_Velocity 0: as fast as it can
 
 
-@pytest.fixture(scope="module")
-def twin():
-    ru.activate()
-    import rclpy
-
-    from theia_ros.sim.xs_sdk_twin import XsSdkTwin
-
-    os.environ["ROS_DOMAIN_ID"] = str(ru.domain_id())
-    assert not rclpy.ok(), "another test left the default rclpy context up"
-    rclpy.init()
-    t = XsSdkTwin(f"wxtwin{os.getpid()}", start_qpos=START_Q)
-    yield t
-    t.close()
-    rclpy.try_shutdown()
-
-
-def make(twin, **kw) -> WidowXAdapter:
-    cfg = dict(robot_name=twin.node.get_namespace().strip("/"), park_moving_time_s=1.0,
-               fault_check_period_s=0.0, node_name=f"theia_widowx_twin_{next(_names)}")
-    cfg.update(kw)
-    return WidowXAdapter(WidowXConfig(**cfg))
-
-
 @pytest.fixture
 def arm(twin):
-    adapter = make(twin)
+    adapter = make_adapter(twin)
     adapter.connect()
     adapter.move_joints(START_Q, 1.0, tolerance_rad=5e-3)
     yield adapter
@@ -124,7 +98,7 @@ def test_upstream_alone_leaves_the_two_second_profile(twin, arm) -> None:
 
 
 def test_motor_in_hardware_error_is_a_fault(twin) -> None:
-    adapter = make(twin, fault_check_period_s=0.05)
+    adapter = make_adapter(twin, fault_check_period_s=0.05)
     adapter.connect()
     try:
         adapter.observe()
@@ -156,7 +130,7 @@ def _reboot_request():
 
 def test_register_reads_leave_no_timers_behind(twin) -> None:
     """Upstream's register read waits on a 20 Hz rate it never destroys; ours does not."""
-    adapter = make(twin, fault_check_period_s=0.001)
+    adapter = make_adapter(twin, fault_check_period_s=0.001)
     adapter.connect()
     try:
         timers = len(list(adapter.link.node.timers))

@@ -18,7 +18,10 @@ and what the driver does with them, on the MuJoCo arm of ``theia_ros.sim`` (the 
   the shorter list (``xs_driver.cpp`` returns early from its read loop; ``xs_sdk_obj.cpp``
   ignores that), and a motor in hardware error has no torque and ignores commands;
 * :meth:`XsSdkTwin.inject_hardware_error` / the ``~/inject_fault`` topic set a motor's
-  ``Hardware_Error_Status``; ``reboot_motors`` clears it.
+  ``Hardware_Error_Status``; ``reboot_motors`` clears it;
+* :meth:`XsSdkTwin.falsify_readings` makes the published joint states impossible (a failing
+  encoder or driver: NaN, a finger beyond its travel, a stamp before 1970) until called again
+  without arguments; the motors themselves are untouched.
 
 Physics runs in real time on its own thread (the executor only serves callbacks).
 
@@ -43,6 +46,7 @@ from theia_ros.control import kinematics as K
 ARM = tuple(K.JOINT_NAMES)
 GRIPPER = "gripper"
 JOINT_ORDER = (*ARM, GRIPPER)  # wx250s.yaml joint_order; then the two finger joints
+PUBLISHED_NAMES = (*JOINT_ORDER, "left_finger", "right_finger")
 MOTOR_IDS = {"waist": 1, "shoulder": 2, "elbow": 4, "forearm_roll": 6, "wrist_angle": 7,
              "wrist_rotate": 8, "gripper": 9}
 VELOCITY_LIMIT_RAD_S = math.pi  # the wx250s URDF's arm joint velocity limits
@@ -123,6 +127,8 @@ class XsSdkTwin:
         self._bias = self.env.model.actuator_biasprm[:6, :3].copy()
         self.registers_read = 0
         self._last_q = self.env.arm_qpos()
+        self._false_positions: dict[str, float] = {}
+        self._false_stamp: tuple[int, int] | None = None
 
         kw = {} if namespace is None else {"namespace": namespace}
         self.node = Node("xs_sdk", context=context, **kw)
@@ -188,6 +194,18 @@ class XsSdkTwin:
             self.motors[joint].hardware_error = int(status)
             self._apply_torque()
 
+    def falsify_readings(self, positions: dict[str, float] | None = None,
+                         stamp: tuple[int, int] | None = None) -> None:
+        """Publish ``positions`` (joint name -> value, ``left_finger`` included) in place of
+        the measured ones, and ``stamp`` (sec, nanosec) in every header, from the next
+        ``joint_states`` on; no arguments: honest readings again."""
+        unknown = set(positions or {}) - set(PUBLISHED_NAMES)
+        if unknown:
+            raise ValueError(f"xs_sdk_twin: no joint named {sorted(unknown)} in joint_states")
+        with self._lock:
+            self._false_positions = dict(positions or {})
+            self._false_stamp = stamp
+
     def _on_inject(self, msg: Any) -> None:
         """``joint[:status]``, e.g. ``elbow:4``."""
         joint, _, status = msg.data.partition(":")
@@ -240,11 +258,15 @@ class XsSdkTwin:
         msg = self._JointState()
         msg.header.stamp = self.node.get_clock().now().to_msg()
         msg.header.frame_id = ""
-        msg.name = [*JOINT_ORDER, "left_finger", "right_finger"]
+        msg.name = list(PUBLISHED_NAMES)
         gripper_angle = (finger - K.FINGER_CLOSED_M) / (K.FINGER_OPEN_M - K.FINGER_CLOSED_M)
         msg.position = [float(v) for v in q] + [gripper_angle, finger, -finger]
         msg.velocity = [float(v) for v in velocity] + [0.0] * 3
         msg.effort = [0.0] * 9
+        for name, value in self._false_positions.items():
+            msg.position[msg.name.index(name)] = float(value)
+        if self._false_stamp is not None:
+            msg.header.stamp.sec, msg.header.stamp.nanosec = self._false_stamp
         return msg
 
     # -- services --------------------------------------------------------------------------
