@@ -193,14 +193,15 @@ def test_spot_holds_on_an_impossible_gripper_reading(standin, robot_env, gripper
 
     with SpotAdapter(config_for(standin)) as spot:
         assert 0.0 <= spot.observe().gripper <= 1.0
-        standin.state.gripper_open = gripper
+        standin.state.false_gripper_reading = gripper
         obs = spot.observe()
         assert math.isnan(obs.gripper)  # not clamped to a plausible value
         fresh = Freshness(cameras=("front",), max_image_age_s=1.0, max_joint_age_s=1.0)
         assert fresh.check(obs, obs.stamp_s).value == "bad_joint_state"
-        standin.state.gripper_open = 0.4
+        standin.state.false_gripper_reading = None
         obs = spot.observe()
-        assert obs.gripper == pytest.approx(0.4) and fresh.check(obs, obs.stamp_s) is None
+        assert obs.gripper == pytest.approx(standin.state.gripper_open)
+        assert fresh.check(obs, obs.stamp_s) is None
         assert spot.fault is None
 
 

@@ -85,6 +85,8 @@ class StandInRobot:
     reject_status: int | None = None  # when set, every RobotCommand is answered with it
     feedback_requests: int = 0
     cartesian_while_stowed: int = 0  # Cartesian commands that found the arm still stowed
+    # a failing claw sensor: reported instead of the claw's real opening (None: the truth)
+    false_gripper_reading: float | None = None
     commands: list[ReceivedCommand] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # ordered log: auth, lease_acquire, ...
     # where the body is in odom (so odom-frame commands are distinguishable from body-frame)

@@ -471,7 +471,9 @@ class RobotState(_Base, robot_state_service_pb2_grpc.RobotStateServiceServicer):
                 edges[child].parent_frame_name = BODY
                 edges[child].parent_tform_child.CopyFrom(pose.to_proto())
             manipulator = state.manipulator_state
-            manipulator.gripper_open_percentage = 100.0 * robot.arm.claw
+            claw = robot.arm.claw if robot.false_gripper_reading is None \
+                else robot.false_gripper_reading
+            manipulator.gripper_open_percentage = 100.0 * claw
             manipulator.is_gripper_holding_item = robot.arm.holding
             manipulator.stow_state = (robot_state_pb2.ManipulatorState.STOWSTATE_STOWED
                                       if robot.arm.stowed
