@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from theia_ros.control.history import StackedObservation
+from theia_ros.control.history import ObservationHistory, StackedObservation
 from theia_ros.errors import TheiaError
 from theia_ros.runtime.bundle import BundleMeta
 from theia_ros.runtime.ddim import DDIMSampler
@@ -168,6 +168,14 @@ class PolicyRuntime:
                                  f"(has {sorted(obs.images)})")
             return self.predict(obs.images[self.meta.camera], obs.state_vector())
         return self.act(self.encode_cameras(obs.images), obs.state_vector())
+
+    def make_history(self, period_s: float) -> ObservationHistory | None:
+        """The observation history the control loop must keep for this bundle (None when it
+        conditions on the current step only)."""
+        if self.meta.n_obs_steps == 1:
+            return None
+        return ObservationHistory(self.encode, self.meta.cameras, self.meta.n_obs_steps,
+                                  period_s)
 
     # --- helpers ----------------------------------------------------------------------------
     def _sample(self, cond: np.ndarray, noise: np.ndarray | None) -> np.ndarray:

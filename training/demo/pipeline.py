@@ -74,7 +74,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
         from training.demo.record import record_demos
 
         res = record_demos(paths["dataset"], config.demos, first_seed=config.demo_seed,
-                           noise=config.noise, show_progress=show_progress, log=log)
+                           noise=config.noise, cameras=config.cameras,
+                           show_progress=show_progress, log=log)
         log(f"  {res.episodes} demos, {res.frames} frames ({res.attempts} expert attempts)")
 
     def train() -> None:
@@ -90,7 +91,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
                           horizon=config.horizon, epochs=config.epochs, iters=config.iters,
                           batch_size=config.batch_size, lr=config.lr,
                           cache_dir=str(out / "cache" / "features"), seed=config.train_seed,
-                          checkpoint_every=100)
+                          checkpoint_every=100, cameras=config.cameras,
+                          n_obs_steps=config.n_obs_steps)
         res = train_policy(cfg, show_progress=show_progress)
         val = f", val loss {res.val_loss:.4f}" if res.val_loss is not None else ""
         log(f"  {res.step} steps, train loss {res.train_loss:.4f}{val}")
@@ -141,13 +143,15 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 def evaluate(config: DemoConfig, bundle: Path, video: Path | None,
              log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[float]]:
     """Run the bundle on held-out seeds through the control core; -> (summary, tick ms)."""
-    from theia_ros.evaluate.rollout import RunSettings, run_episodes
+    from theia_ros.evaluate.rollout import RunSettings, check_sim_bundle, run_bundle
     from theia_ros.runtime import load
 
     runtime = load(bundle, backend=config.backend, threads=config.threads)
-    if runtime.meta.state_dim != 7 or runtime.meta.action_kind != "ee_delta":
-        raise TheiaError(f"{bundle}: not a sim WidowX policy (state_dim "
-                         f"{runtime.meta.state_dim}, action_kind {runtime.meta.action_kind})")
+    try:
+        check_sim_bundle(runtime.meta, str(bundle))
+    except TheiaError:
+        runtime.close()
+        raise
     settings = RunSettings(rate_hz=float(runtime.meta.control_rate_hz),
                            max_steps=config.max_steps, replan_every=config.replan_every,
                            temporal_ensemble=config.temporal_ensemble,
@@ -159,9 +163,9 @@ def evaluate(config: DemoConfig, bundle: Path, video: Path | None,
             f"{ep.steps} steps, {ep.wall_s:.1f} s")
 
     try:
-        result = run_episodes(runtime, seeds, settings, image_size=runtime.meta.image_hw[0],
-                              video=video if config.video_episodes else None,
-                              video_episodes=config.video_episodes, on_episode=show)
+        result = run_bundle(runtime, seeds, settings,
+                            video=video if config.video_episodes else None,
+                            video_episodes=config.video_episodes, on_episode=show)
     finally:
         runtime.close()
     n = len(result.episodes)
