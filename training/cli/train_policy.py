@@ -37,10 +37,12 @@ from theia_ros.errors import TheiaError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset directory (LeRobot v3 layout)")
-    parser.add_argument("--policy", choices=["cnn_mlp", "diffusion"], default="cnn_mlp")
-    parser.add_argument("--encoder", default="theia_tiny",
+    # No argparse defaults below: a flag left out must not override the --config file.
+    parser.add_argument("--policy", choices=["cnn_mlp", "diffusion"], default=None,
+                        help="head type (default cnn_mlp)")
+    parser.add_argument("--encoder", default=None,
                         help="checkpoint dir, hub id, or registry name (theia_tiny|small|base: "
-                             "random init with --seed)")
+                             "random init with --seed; default theia_tiny)")
     parser.add_argument("--out", default=None, help="output/policy dir (default runs/<policy>)")
     parser.add_argument("--config", default=None,
                         help="YAML/JSON file of TrainConfig fields; command-line flags win")
