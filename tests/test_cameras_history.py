@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from helpers_export import IMAGE_HW, make_bundle, make_policy
+
 from policies.policy import POLICY_JSON, load_policy, save_policy
 from theia_ros.control import LoopState
 from theia_ros.control.history import ObservationHistory, StackedObservation
@@ -121,7 +121,7 @@ def test_history_pads_at_start_encodes_each_frame_once_and_holds_on_gaps() -> No
     assert why is None and fresh.features[:, 0, 0].tolist() == [15, 25, 15, 25]
 
 
-def test_control_core_holds_until_the_history_is_whole(monkeypatch) -> None:
+def test_control_core_holds_until_the_history_is_whole() -> None:
     seen: list[StackedObservation] = []
 
     def policy(obs: Observation) -> np.ndarray:
