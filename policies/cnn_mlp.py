@@ -6,6 +6,12 @@ are flattened, concatenated with the normalised joint state ``[B, S]`` and fed t
 MLP (hidden 256) that outputs a whole action chunk ``[B, H, A]`` (H = 10 for door opening and
 microwave, 5 for pick-and-place). Trained with SmoothL1 on normalised actions.
 
+Several views (cameras x observation steps, ``num_views = n_cameras * n_obs_steps``) arrive
+as ``[B, V, C, 14, 14]`` in time-major order (oldest step first, cameras in the policy's
+order within a step): the same compression layer squeezes each map, and the V codes and the
+``n_obs_steps`` states ``[B, T, S]`` are concatenated before the MLP. With one view the head
+is exactly the paper's (and reads checkpoints written before views existed).
+
 Example::
 
     head = CnnMlpHead(CnnMlpConfig(feature_dim=192, state_dim=7, horizon=10))
@@ -40,6 +46,8 @@ class CnnMlpConfig:
         grid: feature-map side (14 for a 224 / 16 ViT).
         neck_channels: width of the compression convs (256 in the paper).
         hidden_dim: MLP hidden width (256 in the paper).
+        num_views: feature maps per sample (cameras x observation steps).
+        n_obs_steps: joint states per sample (observation steps T).
     """
 
     feature_dim: int = 192
@@ -49,10 +57,12 @@ class CnnMlpConfig:
     grid: int = 14
     neck_channels: int = 256
     hidden_dim: int = 256
+    num_views: int = 1
+    n_obs_steps: int = 1
 
     def __post_init__(self) -> None:
         for name in ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
-                     "neck_channels", "hidden_dim"):
+                     "neck_channels", "hidden_dim", "num_views", "n_obs_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TheiaError(f"cnn_mlp config: {name} must be a positive int, got {value!r}")
@@ -78,6 +88,26 @@ class CnnMlpConfig:
         return cls(**d)
 
 
+def check_views(features: torch.Tensor, num_views: int) -> torch.Tensor:
+    """``[B, C, g, g]`` (one view) or ``[B, V, C, g, g]`` -> ``[B, V, C, g, g]``, V checked."""
+    if features.ndim == 4:
+        features = features[:, None]
+    if features.ndim != 5 or features.shape[1] != num_views:
+        raise TheiaError(f"head expects {num_views} feature map(s) [B, {num_views}, C, g, g], "
+                         f"got {tuple(features.shape)}")
+    return features
+
+
+def check_states(state: torch.Tensor, n_obs_steps: int) -> torch.Tensor:
+    """``[B, S]`` (one step) or ``[B, T, S]`` -> ``[B, T * S]``, T checked."""
+    if state.ndim == 2:
+        state = state[:, None]
+    if state.ndim != 3 or state.shape[1] != n_obs_steps:
+        raise TheiaError(f"head expects {n_obs_steps} state step(s) [B, {n_obs_steps}, S], "
+                         f"got {tuple(state.shape)}")
+    return state.flatten(1)
+
+
 class CnnMlpHead(nn.Module):
     """Compression convs + MLP: (``[B, C, g, g]``, ``[B, S]``) -> ``[B, H, A]``."""
 
@@ -96,7 +126,7 @@ class CnnMlpHead(nn.Module):
         flat = n * config.neck_side ** 2
         h = config.hidden_dim
         self.mlp = nn.Sequential(
-            nn.Linear(flat + config.state_dim, h),
+            nn.Linear(config.num_views * flat + config.n_obs_steps * config.state_dim, h),
             nn.ReLU(),
             nn.Linear(h, h),
             nn.ReLU(),
@@ -104,8 +134,12 @@ class CnnMlpHead(nn.Module):
         )
 
     def forward(self, features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Feature map ``[B, C, g, g]`` + normalised state ``[B, S]`` -> ``[B, H, A]``."""
-        x = torch.cat([self.neck(features), state], dim=1)
+        """Maps ``[B, V, C, g, g]`` (or ``[B, C, g, g]`` for one view) + normalised state
+        ``[B, T, S]`` (or ``[B, S]``) -> ``[B, H, A]``."""
+        views = check_views(features, self.config.num_views)
+        b = views.shape[0]
+        codes = self.neck(views.flatten(0, 1)).reshape(b, -1)  # each map compressed alike
+        x = torch.cat([codes, check_states(state, self.config.n_obs_steps)], dim=1)
         return self.mlp(x).view(-1, self.config.horizon, self.config.action_dim)
 
     def predict(self, features: torch.Tensor, state: torch.Tensor,

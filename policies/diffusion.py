@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policies.cnn_mlp import check_states, check_views
 from theia_ros.errors import TheiaError
 from theia_ros.types import ACTION_DIM
 
@@ -67,6 +68,8 @@ class DiffusionConfig:
         beta_schedule: one of ``BETA_SCHEDULES`` (``squaredcos_cap_v2`` = squared cosine).
         clip_sample: clip the predicted clean sample to [-1, 1] in each scheduler step.
         prediction_type: ``epsilon`` (predict the noise) or ``sample`` (predict the actions).
+        num_views: feature maps per sample (cameras x observation steps, time-major).
+        n_obs_steps: joint states per sample (observation steps T; 2 in Chi et al.).
     """
 
     feature_dim: int = 192
@@ -85,12 +88,15 @@ class DiffusionConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     clip_sample: bool = True
     prediction_type: str = "epsilon"
+    num_views: int = 1
+    n_obs_steps: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "down_dims", tuple(int(d) for d in self.down_dims))
         for name in ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
                      "proj_channels", "image_cond_dim", "kernel_size", "n_groups",
-                     "step_embed_dim", "num_train_timesteps", "num_inference_steps"):
+                     "step_embed_dim", "num_train_timesteps", "num_inference_steps",
+                     "num_views", "n_obs_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TheiaError(f"diffusion config: {name} must be a positive int, "
@@ -116,8 +122,8 @@ class DiffusionConfig:
 
     @property
     def cond_dim(self) -> int:
-        """Length D of the condition vector (image part + state)."""
-        return self.image_cond_dim + self.state_dim
+        """Length D of the condition vector (one image part per view + every state)."""
+        return self.num_views * self.image_cond_dim + self.n_obs_steps * self.state_dim
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -250,7 +256,10 @@ class TemporalUnet1d(nn.Module):
 
 
 class ConditionEncoder(nn.Module):
-    """Feature map ``[B, C, g, g]`` + normalised state ``[B, S]`` -> condition ``[B, D]``."""
+    """Feature maps ``[B, V, C, g, g]`` + normalised states ``[B, T, S]`` -> condition
+    ``[B, D]``: each map through the same projection, the V codes and T states concatenated
+    (Chi et al.'s global conditioning over cameras and observation steps). One view and one
+    state may come without their axis (``[B, C, g, g]``, ``[B, S]``)."""
 
     def __init__(self, config: DiffusionConfig):
         super().__init__()
@@ -261,9 +270,13 @@ class ConditionEncoder(nn.Module):
             nn.Conv2d(p, p, 3, stride=2, padding=1), nn.Mish(),
             nn.Flatten(), nn.Linear(p * side * side, config.image_cond_dim),
         )
+        self.num_views, self.n_obs_steps = config.num_views, config.n_obs_steps
 
     def forward(self, features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.image(features), state], dim=-1)
+        views = check_views(features, self.num_views)
+        b = views.shape[0]
+        codes = self.image(views.flatten(0, 1)).reshape(b, -1)
+        return torch.cat([codes, check_states(state, self.n_obs_steps)], dim=-1)
 
 
 class DiffusionHead(nn.Module):
@@ -301,7 +314,7 @@ class DiffusionHead(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """``num_inference_steps`` DDIM steps from Gaussian noise -> normalised ``[B, H, A]``."""
         cfg = self.config
-        b = features.shape[0]
+        b = state.shape[0]
         cond = self.cond_encoder(features, state)
         gen_device = generator.device if generator is not None else features.device
         x = torch.randn((b, cfg.horizon, cfg.action_dim), generator=generator,

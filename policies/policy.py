@@ -6,8 +6,14 @@ The checkpoint is a directory (the Policy-checkpoint contract that export reads)
   training (so an exported bundle never needs the encoder checkpoint it started from), and
   the normaliser buffers (``normalizer.{state,action}.{offset,scale}``);
 - ``policy.json``: ``type`` (``cnn_mlp|diffusion``), ``encoder`` (EncoderConfig), ``head``
-  (head config), ``action_kind``, ``horizon``, ``fps``, ``camera``, ``state_dim``,
-  ``normalization`` (raw stats and offset/scale) and the SHA-256 of ``model.safetensors``.
+  (head config), ``action_kind``, ``horizon``, ``fps``, ``cameras`` (names, in the order the
+  head concatenates them), ``n_obs_steps``, ``state_dim``, ``normalization`` (raw stats and
+  offset/scale) and the SHA-256 of ``model.safetensors``. Files from before several cameras
+  (a single ``camera`` field) load as ``cameras: [camera]``, ``n_obs_steps: 1``.
+
+Views: the head takes ``V = len(cameras) * n_obs_steps`` feature maps, time-major (oldest
+observation step first; within a step, cameras in ``cameras`` order), each from the same
+(shared) encoder, and ``n_obs_steps`` joint states.
 
 Both files are written atomically (``theia_ros.atomic``), weights first, JSON last; a
 checksum mismatch on load means a save was interrupted, and is reported as such.
@@ -19,12 +25,14 @@ Example::
     save_policy(policy, "runs/door")
     policy = load_policy("runs/door")
     chunk = policy.predict_action_chunk(image_u8, state)   # [1, 10, 7] physical units
+    chunk = policy.predict_action_chunk({"front": img_f, "wrist": img_w}, state)  # 2 cameras
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +74,8 @@ class PolicyConfig:
         state_dim: joint-state length S.
         horizon: actions per predicted chunk H.
         fps: control rate the demonstrations were recorded at (Hz).
-        camera: dataset camera the policy looks through.
+        cameras: dataset cameras the policy looks through, in the head's order.
+        n_obs_steps: observation steps per prediction (current frame and the ones before).
         action_dim: numbers per action (7).
         encoder_frozen: whether the encoder was frozen while training.
         encoder_source: the checkpoint path / hub id / registry name it started from.
@@ -77,12 +86,21 @@ class PolicyConfig:
     state_dim: int
     horizon: int
     fps: float = 5.0
-    camera: str = "front"
+    cameras: tuple[str, ...] = ("front",)
+    n_obs_steps: int = 1
     action_dim: int = ACTION_DIM
     encoder_frozen: bool = True
     encoder_source: str = "theia_tiny"
 
     def __post_init__(self) -> None:
+        cams = (self.cameras,) if isinstance(self.cameras, str) else tuple(self.cameras)
+        object.__setattr__(self, "cameras", cams)
+        if not cams or not all(isinstance(c, str) and c for c in cams) \
+                or len(set(cams)) != len(cams):
+            raise TheiaError(f"policy config: cameras must be distinct names, got {cams!r}")
+        if not isinstance(self.n_obs_steps, int) or self.n_obs_steps < 1:
+            raise TheiaError(f"policy config: n_obs_steps must be an int >= 1, got "
+                             f"{self.n_obs_steps!r}")
         if self.type not in HEADS:
             raise TheiaError(f"policy type {self.type!r} unknown; choose one of {sorted(HEADS)}")
         kinds = [k.value for k in ActionKind]
@@ -93,6 +111,16 @@ class PolicyConfig:
                 raise TheiaError(f"policy config: {name} must be >= 1")
         if not self.fps > 0:
             raise TheiaError(f"policy config: fps must be > 0, got {self.fps}")
+
+    @property
+    def camera(self) -> str:
+        """The first (main) camera."""
+        return self.cameras[0]
+
+    @property
+    def num_views(self) -> int:
+        """Feature maps per prediction: cameras x observation steps."""
+        return len(self.cameras) * self.n_obs_steps
 
 
 class Policy(nn.Module):
@@ -111,6 +139,10 @@ class Policy(nn.Module):
             raise TheiaError("head config (state_dim, horizon, action_dim) = "
                              f"{(hc.state_dim, hc.horizon, hc.action_dim)} disagrees with the "
                              f"policy config {want}")
+        views = (getattr(hc, "num_views", 1), getattr(hc, "n_obs_steps", 1))
+        if views != (config.num_views, config.n_obs_steps):
+            raise TheiaError(f"head config (num_views, n_obs_steps) = {views} disagrees with "
+                             f"{len(config.cameras)} camera(s) x {config.n_obs_steps} step(s)")
         if (normalizer.state.dim, normalizer.action.dim) != (config.state_dim, config.action_dim):
             raise TheiaError(f"normalisation stats have (state, action) dims "
                              f"{(normalizer.state.dim, normalizer.action.dim)}, expected "
@@ -126,23 +158,54 @@ class Policy(nn.Module):
         x = preprocess(images_u8, size=self.encoder.config.img_size)
         return self.encoder.forward_spatial(x.to(self._device()))
 
-    @staticmethod
-    def as_map(features: torch.Tensor) -> torch.Tensor:
-        """Tokens ``[B, 196, C]`` or a map ``[B, C, 14, 14]`` -> map ``[B, C, 14, 14]``."""
-        return tokens_to_map(features) if features.ndim == 3 else features
+    def encode_views(self, images: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """{camera: uint8 ``[B, T, H, W, 3]`` (or ``[B, H, W, 3]`` when T = 1)} -> maps
+        ``[B, V, C, 14, 14]`` in the head's time-major view order."""
+        cfg = self.config
+        missing = [c for c in cfg.cameras if c not in images]
+        if missing:
+            raise TheiaError(f"policy needs cameras {list(cfg.cameras)}; missing {missing}")
+        per_cam = []
+        for cam in cfg.cameras:
+            x = torch.as_tensor(np.asarray(images[cam]) if not isinstance(images[cam],
+                                torch.Tensor) else images[cam])
+            if x.ndim == 4 and cfg.n_obs_steps == 1:
+                x = x[:, None]
+            if x.ndim != 5 or x.shape[1] != cfg.n_obs_steps:
+                raise TheiaError(f"camera {cam!r}: expected uint8 [B, {cfg.n_obs_steps}, H, W, "
+                                 f"3], got {tuple(x.shape)}")
+            b, t = x.shape[:2]
+            per_cam.append(self.encode(x.flatten(0, 1)).unflatten(0, (b, t)))
+        return torch.stack(per_cam, dim=2).flatten(1, 2)  # [B, T, K, ...] -> [B, T*K, ...]
+
+    def as_map(self, features: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[..., 196, C]`` -> maps ``[..., C, 14, 14]``; maps pass through."""
+        enc = self.encoder.config
+        if tuple(features.shape[-2:]) == (enc.num_spatial_tokens, enc.embed_dim):
+            lead = features.shape[:-2]
+            return tokens_to_map(features.reshape(-1, *features.shape[-2:])).reshape(
+                *lead, enc.embed_dim, enc.grid, enc.grid)
+        return features
 
     # --- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_action_chunk(self, images_u8: np.ndarray | torch.Tensor,
+    def predict_action_chunk(self, images_u8: np.ndarray | torch.Tensor | Mapping,
                              state: np.ndarray | torch.Tensor,
                              generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 images + joint state ``[B, S]`` (or ``[S]``) -> actions ``[B, H, 7]``."""
+        """uint8 images (one camera's ``[B, H, W, 3]``, or {camera: ``[B, T, H, W, 3]``})
+        + joint state ``[B, S]`` / ``[S]`` / ``[B, T, S]`` -> actions ``[B, H, 7]``."""
+        if isinstance(images_u8, Mapping):
+            return self.predict_from_features(self.encode_views(images_u8), state, generator)
+        if self.config.num_views != 1:
+            raise TheiaError(f"this policy looks through {list(self.config.cameras)} x "
+                             f"{self.config.n_obs_steps} step(s): pass {{camera: images}}")
         return self.predict_from_features(self.encode(images_u8), state, generator)
 
     @torch.no_grad()
     def predict_from_features(self, features: torch.Tensor, state: np.ndarray | torch.Tensor,
                               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Tokens ``[B, 196, C]`` or map ``[B, C, 14, 14]`` + state -> ``[B, H, 7]`` physical."""
+        """Tokens ``[B, (V,) 196, C]`` or maps ``[B, (V,) C, 14, 14]`` + state -> ``[B, H, 7]``
+        physical (the V axis may be left out for a one-view policy)."""
         fmap = self.as_map(features.to(self._device(), torch.float32))
         s = self._state_tensor(state, fmap.shape[0])
         chunk_n = self.head.predict(fmap, self.normalizer.state.normalize(s), generator)
@@ -162,15 +225,20 @@ class Policy(nn.Module):
     def _state_tensor(self, state: np.ndarray | torch.Tensor, batch: int) -> torch.Tensor:
         s = torch.as_tensor(np.asarray(state) if not isinstance(state, torch.Tensor) else state)
         s = s.to(self._device(), torch.float32)
+        dim, steps = self.config.state_dim, self.config.n_obs_steps
         if s.ndim == 1:
             s = s[None]
-        if s.ndim != 2 or s.shape[1] != self.config.state_dim:
-            raise TheiaError(f"state must be [B, {self.config.state_dim}] or "
-                             f"[{self.config.state_dim}], got {tuple(s.shape)}")
+        if s.ndim == 2 and steps > 1 and s.shape == (steps, dim):
+            s = s[None]
+        if s.ndim == 2:
+            s = s[:, None]
+        if s.ndim != 3 or s.shape[1:] != (steps, dim):
+            raise TheiaError(f"state must be [B, {steps}, {dim}] (or [B, {dim}] for one step), "
+                             f"got {tuple(s.shape)}")
         if s.shape[0] != batch:
             if s.shape[0] != 1:
                 raise TheiaError(f"state batch {s.shape[0]} != image batch {batch}")
-            s = s.expand(batch, -1)
+            s = s.expand(batch, -1, -1)
         return s
 
     def describe(self) -> dict[str, Any]:
@@ -179,6 +247,7 @@ class Policy(nn.Module):
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             **asdict(self.config),
+            "cameras": list(self.config.cameras),
             "encoder": self.encoder.config.to_dict(),
             "head": self.head.config.to_dict(),
             "normalization": self.normalizer.to_dict(),
@@ -238,7 +307,10 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu",
     if verify and meta.get("model_sha256") and sha256_file(model_path) != meta["model_sha256"]:
         raise TheiaError(f"{model_path}: checksum differs from policy.json (interrupted save?)")
     fields = set(PolicyConfig.__dataclass_fields__)
-    config = PolicyConfig(**{k: v for k, v in meta.items() if k in fields})
+    values = {k: v for k, v in meta.items() if k in fields}
+    if "cameras" not in values and isinstance(meta.get("camera"), str):
+        values["cameras"] = (meta["camera"],)  # written before several cameras existed
+    config = PolicyConfig(**values)
     head_cfg_cls, head_cls = HEADS[config.type]
     encoder = TheiaEncoder(EncoderConfig.from_dict(meta["encoder"]))
     head = head_cls(head_cfg_cls.from_dict(meta["head"]))

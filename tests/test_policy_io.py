@@ -41,7 +41,7 @@ def _policy(kind: str, seed: int = 0):
                                 rng.normal(size=(40, 4)), rng.normal(2.0, 3.0, size=(40, 7)))
     hc = HEAD_CONFIGS[kind]
     cfg = PolicyConfig(kind, "ee_absolute", state_dim=4, horizon=hc.horizon, fps=10.0,
-                       camera="hand")
+                       cameras=("hand",))
     return build_policy(cfg, encoder, hc, norm).eval()
 
 
@@ -58,7 +58,7 @@ def test_save_load_round_trip_gives_identical_actions(kind: str, tmp_path: Path)
     save_policy(policy, tmp_path / "p")
     meta = json.loads((tmp_path / "p" / POLICY_JSON).read_text())
     assert meta["type"] == kind and meta["horizon"] == HEAD_CONFIGS[kind].horizon
-    assert meta["camera"] == "hand" and meta["encoder"]["embed_dim"] == 32
+    assert meta["cameras"] == ["hand"] and meta["encoder"]["embed_dim"] == 32
     assert len(meta["normalization"]["action"]["mean"]) == 7
     loaded = load_policy(tmp_path / "p")
     after = loaded.predict_action_chunk(images, state, torch.Generator().manual_seed(5))

@@ -177,8 +177,9 @@ def test_padding_past_an_episode_end_means_stay_put() -> None:
     actions = np.array([[0.01, 0, 0, 0, 0, 0.1, 0.0], [0.02, 0, 0, 0, 0, 0.2, 1.0]],
                        np.float32)
     demos = Demos(states=np.zeros((2, 7), np.float32), actions=actions,
-                  episode_end=np.array([2, 2]), images=np.zeros((2, 8, 8, 3), np.uint8),
-                  episodes=[0], lengths=[2], fingerprints=["x"])
+                  episode_end=np.array([2, 2]),
+                  images={"front": np.zeros((2, 8, 8, 3), np.uint8)},
+                  episodes=[0], lengths=[2], fingerprints={"front": ["x"]})
     chunk = ChunkDataset(demos, horizon=4, deltas=True).batch(np.array([1]))["action"][0]
     np.testing.assert_array_equal(chunk[0], actions[1])
     np.testing.assert_array_equal(chunk[1:, :6], 0.0)

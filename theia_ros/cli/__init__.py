@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("theia_ros.cli.record", "teleoperate and record demonstrations"),
     "run": ("theia_ros.cli.run", "run a policy bundle closed-loop on a robot or the sim"),
     "demo": ("training.cli.demo", "sim demo: record -> train -> export -> run at 5 Hz"),
+    "eval": ("training.cli.eval", "evaluate a policy folder or bundle on a sim task"),
 }
 
 

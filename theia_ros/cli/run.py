@@ -23,7 +23,7 @@ from dataclasses import asdict
 
 from theia_ros.atomic import atomic_write_json
 from theia_ros.errors import TheiaError
-from theia_ros.evaluate.rollout import EpisodeResult, RunSettings, run_episodes
+from theia_ros.evaluate.rollout import EpisodeResult, RunSettings, check_sim_bundle, run_bundle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +56,7 @@ def main(args: argparse.Namespace) -> int:
         raise TheiaError("--episodes and --max-steps must be >= 1")
     runtime = load(args.bundle, backend=args.backend)
     meta = runtime.meta
-    if meta.action_kind != "ee_delta" or meta.state_dim != 7:
-        raise TheiaError(f"{args.bundle}: action_kind {meta.action_kind!r}, state_dim "
-                         f"{meta.state_dim}; the sim WidowX needs ee_delta and 7")
-    if meta.image_hw[0] != meta.image_hw[1]:
-        raise TheiaError(f"{args.bundle}: camera size {meta.image_hw}; the sim camera is square")
+    check_sim_bundle(meta, args.bundle)
     settings = RunSettings(rate_hz=float(meta.control_rate_hz), max_steps=args.max_steps,
                            replan_every=args.replan_every,
                            temporal_ensemble=not args.no_ensemble, fast=args.fast)
@@ -70,9 +66,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"seed {ep.seed}: {ep.final_stage.lower()} (best {ep.best_stage.lower()}, door "
               f"{ep.door_angle_deg:.0f} deg) in {ep.steps} steps, {ep.wall_s:.1f} s")
 
-    result = run_episodes(runtime, seeds, settings, image_size=meta.image_hw[0],
-                          video=args.video, video_episodes=args.video_episodes,
-                          on_episode=show)
+    result = run_bundle(runtime, seeds, settings, video=args.video,
+                        video_episodes=args.video_episodes, on_episode=show)
     summary = result.summary()
     tick = summary["tick_ms"]
     print(f"success {summary['success']}/{summary['episodes']} (fully open at the end); "

@@ -36,6 +36,7 @@ import numpy as np
 
 from theia_ros.control.chunking import ActionChunker, ChunkingConfig, Policy
 from theia_ros.control.clock import Clock, MonotonicClock
+from theia_ros.control.history import ObservationHistory
 from theia_ros.control.observation import Freshness, HoldReason, ImageCache
 from theia_ros.control.ratelog import RateLimitedLogger
 from theia_ros.control.safety import SafetyFilter
@@ -124,13 +125,17 @@ class ControlLoop:
         images: optional camera cache merged into every observation (ROS camera topics).
         on_tick: called with each :class:`TickReport` (exceptions there are logged, counted
             under ``faults["on_tick_callback"]`` and otherwise ignored).
+        history: the observation history of a policy that conditions on the last T ticks
+            (``control.history``); it is pushed every fresh tick, reset on ``start()``.
     """
 
     def __init__(self, adapter: RobotAdapter, policy: Policy, safety: SafetyFilter,
                  config: LoopConfig | None = None, chunking: ChunkingConfig | None = None,
                  clock: Clock | None = None, images: ImageCache | None = None,
-                 on_tick: Callable[[TickReport], None] | None = None) -> None:
+                 on_tick: Callable[[TickReport], None] | None = None,
+                 history: ObservationHistory | None = None) -> None:
         self.adapter = adapter
+        self.history = history
         self.safety = safety
         self.config = config or LoopConfig()
         self.clock = clock or MonotonicClock()
@@ -180,6 +185,8 @@ class ControlLoop:
             self.adapter.allow_park()  # the e-stop was reset
             self._park_pending = False
             self.chunker.reset()
+            if self.history is not None:
+                self.history.reset()
             self.safety.reset_reference()
             self._prev_start_s = None
             self._last_command_s = None
@@ -381,6 +388,15 @@ class ControlLoop:
         if reason is not None:
             self.chunker.reset()
             return self._held(index, start, reason.value, obs_stamp_s=obs.stamp_s)
+        if self.history is not None:
+            try:
+                stacked, why = self.history.push(obs, start)
+            except Exception as exc:  # the encoder is part of the policy
+                return self._faulted(index, start, "policy", repr(exc))
+            if why is not None:
+                self.chunker.reset()
+                return self._held(index, start, why.value, obs_stamp_s=obs.stamp_s)
+            obs = stacked
 
         tick = self._tick_index
         self._tick_index += 1

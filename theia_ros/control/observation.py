@@ -33,6 +33,8 @@ class HoldReason(str, enum.Enum):
     BAD_JOINTS = "bad_joint_state"  # joints, gripper or EE pose non-finite or impossible
     STALE_JOINTS = "stale_joint_state"
     FUTURE_STAMP = "stamp_in_future"  # a stamp from another clock, most likely
+    STALE_HISTORY = "stale_history_frame"  # a camera repeated its frame: history not T ticks
+    HISTORY_GAP = "history_gap"  # refilling the observation history after a gap
     NO_PLAN = "no_plan"  # async planning: the first plan is not there yet
     CHUNK_EXHAUSTED = "chunk_exhausted"  # no chunk row for this tick
 

@@ -29,6 +29,7 @@ from theia_ros.control import (
     SafetyLimits,
     TickReport,
 )
+from theia_ros.control.history import ObservationHistory
 from theia_ros.evaluate.video import VideoWriter, annotate
 from theia_ros.sim.success import DoorStage
 from theia_ros.types import Action, Observation, RobotAdapter
@@ -75,6 +76,7 @@ class EpisodeResult:
     wall_s: float
     holds: int
     interventions: dict[str, int] = field(default_factory=dict)
+    fault: str | None = None  # the control loop's fault, when the episode ended in one
 
     @property
     def success(self) -> bool:
@@ -95,7 +97,8 @@ class RunResult:
     def summary(self) -> dict[str, Any]:
         n = len(self.episodes)
         out: dict[str, Any] = {"episodes": n, "fast": self.fast,
-                               "success": sum(e.success for e in self.episodes)}
+                               "success": sum(e.success for e in self.episodes),
+                               "faulted": sum(e.fault is not None for e in self.episodes)}
         for stage in (DoorStage.OPEN, DoorStage.FULLY_OPEN):
             out[f"reached_{stage.name.lower()}"] = sum(
                 DoorStage[e.best_stage] >= stage for e in self.episodes)
@@ -150,19 +153,23 @@ def _timed(policy: Callable[[Observation], np.ndarray], out: list[float]
 
 def run_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequence[int],
                  settings: RunSettings | None = None, *, image_size: int = 224,
+                 cameras: Sequence[str] = ("front",),
+                 history: ObservationHistory | None = None,
                  video: str | Path | None = None, video_episodes: int = 1,
                  on_episode: Callable[[EpisodeResult], None] | None = None) -> RunResult:
     """Run ``policy`` (``Observation -> [H, 7]``) on the sim for each seed; see the module doc.
 
+    ``cameras``: sim cameras rendered every tick (and checked for freshness); ``history``:
+    the observation history of a policy with ``n_obs_steps > 1`` (reset every episode).
     ``video`` records the first ``video_episodes`` episodes (annotated with seed, step, door
-    angle and stage) into one MP4.
+    angle and stage, seen through the first camera) into one MP4.
     """
     from theia_ros.robots.sim import SimWidowX  # imports mujoco
 
     settings = settings or RunSettings()
     clock = ManualClock() if settings.fast else MonotonicClock()
     sim = SimWidowX(seed=int(seeds[0]) if len(seeds) else 0, image_size=image_size,
-                    control_rate_hz=settings.rate_hz, clock=clock.now)
+                    cameras=tuple(cameras), control_rate_hz=settings.rate_hz, clock=clock.now)
     robot = _Tap(sim)
     result = RunResult(fast=settings.fast)
     writer = VideoWriter(video, settings.rate_hz) if video else None
@@ -171,7 +178,7 @@ def run_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequence[in
         sim.connect()
         for i, seed in enumerate(seeds):
             ep = _run_one(sim, robot, timed, int(seed), settings, clock, result,
-                          writer if i < video_episodes else None)
+                          writer if i < video_episodes else None, history)
             result.episodes.append(ep)
             if on_episode is not None:
                 on_episode(ep)
@@ -183,10 +190,11 @@ def run_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequence[in
 
 
 def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
-             result: RunResult, writer: VideoWriter | None) -> EpisodeResult:
+             result: RunResult, writer: VideoWriter | None,
+             history: ObservationHistory | None = None) -> EpisodeResult:
     sim.reset(seed)
     safety = SafetyFilter(SafetyLimits.wx250s(), clock=clock.now)
-    config = LoopConfig(rate_hz=settings.rate_hz, freshness=Freshness(cameras=(sim.camera,)))
+    config = LoopConfig(rate_hz=settings.rate_hz, freshness=Freshness(cameras=sim.cameras))
     state = {"steps": 0, "holds": 0, "final": DoorStage.CLOSED, "best": sim.success(),
              "angle_rad": sim.env.door_angle_rad()}
     loop: ControlLoop | None = None
@@ -214,7 +222,7 @@ def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
 
     t0 = time.perf_counter()
     loop = ControlLoop(robot, policy, safety, config, settings.chunking(), clock=clock,
-                       on_tick=on_tick)
+                       on_tick=on_tick, history=history)
     try:
         loop.run(max_ticks=settings.max_steps)
     finally:
@@ -227,4 +235,29 @@ def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
                          best_stage=state["best"].name, steps=int(state["steps"]),
                          door_angle_deg=math.degrees(state["angle_rad"]),
                          wall_s=time.perf_counter() - t0, holds=int(state["holds"]),
-                         interventions=dict(stats["interventions"]))
+                         interventions=dict(stats["interventions"]), fault=loop.last_fault)
+
+
+def check_sim_bundle(meta: Any, name: str = "bundle") -> None:
+    """Raise a one-line error unless the bundle can drive the sim WidowX's door task."""
+    from theia_ros.errors import TheiaError
+    from theia_ros.sim.scene import CAMERA_NAMES
+
+    if meta.action_kind != "ee_delta" or meta.state_dim != 7:
+        raise TheiaError(f"{name}: action_kind {meta.action_kind!r}, state_dim "
+                         f"{meta.state_dim}; the sim WidowX needs ee_delta and 7")
+    if meta.image_hw[0] != meta.image_hw[1]:
+        raise TheiaError(f"{name}: camera size {meta.image_hw}; the sim cameras are square")
+    unknown = [c for c in meta.cameras if c not in CAMERA_NAMES]
+    if unknown:
+        raise TheiaError(f"{name}: cameras {unknown} do not exist on the sim WidowX (it has "
+                         f"{list(CAMERA_NAMES)})")
+
+
+def run_bundle(runtime: Any, seeds: Sequence[int], settings: RunSettings, **kwargs: Any
+               ) -> RunResult:
+    """``run_episodes`` for a loaded ``PolicyRuntime``: its cameras, size and history."""
+    check_sim_bundle(runtime.meta, str(runtime.meta.root))
+    return run_episodes(runtime, seeds, settings, image_size=runtime.meta.image_hw[0],
+                        cameras=runtime.meta.cameras,
+                        history=runtime.make_history(1.0 / settings.rate_hz), **kwargs)

@@ -179,14 +179,15 @@ def run_session(robot: RobotAdapter, writer, keys: KeySource, safety: SafetyFilt
     return out
 
 
-def open_writer(out: str | Path, fps: int, image_size: int):
-    """Create ``out`` or append to it (checking it matches this robot's camera)."""
+def open_writer(out: str | Path, fps: int, image_size: int,
+                cameras: tuple[str, ...] = ("front",)):
+    """Create ``out`` or append to it (checking it matches this robot's cameras)."""
     from theia_ros.dataset import DatasetWriter
 
     root = Path(out)
+    want = {c: (image_size, image_size) for c in cameras}
     if (root / "meta" / "info.json").exists():
         writer = DatasetWriter.open(root)
-        want = {"front": (image_size, image_size)}
         if (writer.cameras != want or writer.state_dim != 7 or writer.fps != fps
                 or writer.action_kind is not ActionKind.EE_DELTA):
             got = (f"cameras {writer.cameras}, state_dim {writer.state_dim}, fps "
@@ -195,8 +196,8 @@ def open_writer(out: str | Path, fps: int, image_size: int):
             raise TheiaError(f"{root}: dataset has {got}; expected cameras {want}, state_dim "
                              f"7, fps {fps}, action_kind ee_delta (sim wx250s)")
         return writer
-    return DatasetWriter.create(root, fps=fps, robot_type="wx250s_sim",
-                                cameras={"front": (image_size, image_size)}, state_dim=7,
+    return DatasetWriter.create(root, fps=fps, robot_type="wx250s_sim", cameras=want,
+                                state_dim=7,
                                 action_kind=ActionKind.EE_DELTA)
 
 

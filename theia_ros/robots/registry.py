@@ -42,6 +42,7 @@ class RobotContext:
     joints: JointStateCache
     sim_seed: int = 0
     image_hw: tuple[int, int] = (224, 224)
+    cameras: tuple[str, ...] = ("front",)  # the policy's cameras (the sim renders these)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def _sim(ctx: RobotContext) -> RobotSetup:
     h, w = ctx.image_hw
     if h != w:
         raise TheiaError(f"robot 'sim' renders square images; the bundle wants {h}x{w}")
-    adapter = SimWidowX(seed=ctx.sim_seed, image_size=h, control_rate_hz=ctx.rate_hz)
+    adapter = SimWidowX(seed=ctx.sim_seed, image_size=h, cameras=ctx.cameras,
+                        control_rate_hz=ctx.rate_hz)
     return RobotSetup(adapter, _limits(ctx, SafetyLimits.wx250s()), _wx250s_solver,
                       images_from_topic=False, joints_from_topic=False)
 

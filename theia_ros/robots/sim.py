@@ -52,8 +52,10 @@ class SimWidowX(RobotAdapter):
 
     Args:
         seed: scene seed for the first episode (None = nominal scene); ``reset`` draws others.
-        render: render the camera in ``observe``; False leaves ``images`` empty (fast tests).
+        render: render the cameras in ``observe``; False leaves ``images`` empty (fast tests).
         image_size: square camera resolution.
+        cameras: cameras rendered each observation (``front``, ``wrist``); the first is
+            ``camera``, the one videos show.
         control_rate_hz: the rate actions are meant for; each ``apply`` simulates one period.
         max_joint_step_rad: an IK answer moving any joint further than this in one period is
             treated as a failure (a branch flip), not executed.
@@ -72,6 +74,7 @@ class SimWidowX(RobotAdapter):
         *,
         render: bool = True,
         image_size: int = 224,
+        cameras: tuple[str, ...] = ("front",),
         control_rate_hz: float = 5.0,
         max_joint_step_rad: float = 0.8,
         resync_m: float = 0.02,
@@ -80,6 +83,14 @@ class SimWidowX(RobotAdapter):
     ) -> None:
         if control_rate_hz <= 0:
             raise ValueError(f"control_rate_hz must be > 0, got {control_rate_hz}")
+        from theia_ros.sim.scene import CAMERA_NAMES  # no mujoco import
+
+        cameras = tuple(cameras)
+        bad = [c for c in cameras if c not in CAMERA_NAMES]
+        if not cameras or bad:
+            raise ValueError(f"sim cameras {list(cameras)}: choose from {list(CAMERA_NAMES)}")
+        self.cameras = cameras
+        self.camera = cameras[0]
         self.seed = seed
         self.render_images = render
         self.image_size = int(image_size)
@@ -134,8 +145,9 @@ class SimWidowX(RobotAdapter):
         stamps: dict[str, float] = {}
         now = self.clock()
         if self.render_images:
-            images[self.camera] = env.render()
-            stamps[self.camera] = now
+            for cam in self.cameras:
+                images[cam] = env.render(cam)
+                stamps[cam] = now
         stamps["joints"] = now
         return Observation(
             images=images,

@@ -24,6 +24,7 @@ from theia_ros.control import (
     SafetyFilter,
     TickReport,
 )
+from theia_ros.control.history import ObservationHistory
 from theia_ros.errors import TheiaError
 from theia_ros.robots.joint_state import JointStateCache
 from theia_ros.robots.registry import RobotContext, RobotSetup, build_robot, override_limits
@@ -44,6 +45,7 @@ class ControlAssembly:
     images: ImageCache | None  # None when the adapter reads its own cameras
     image_hw: tuple[int, int] | None
     runtime: Any = None  # the loaded bundle runtime (None when a policy was given)
+    camera_topics: dict[str, str] | None = None  # camera -> image topic, one subscription each
 
     @property
     def adapter(self) -> RobotAdapter:
@@ -54,7 +56,7 @@ def load_policy(p: dict[str, Any], task: TaskConfig | None) -> tuple[Any, Action
                                                                        tuple[int, int]]:
     """Load the ``bundle`` parameter with the runtime; the bundle's camera wins over the
     ``camera`` parameter, and its trained rate over ``rate_hz`` unless
-    ``allow_rate_override`` (``p`` is updated)."""
+    ``allow_rate_override`` (``p`` is updated; ``p["cameras"]``: every bundle camera)."""
     if not p["bundle"]:
         raise TheiaError("policy_node: parameter 'bundle' (or config_file's bundle:) is required")
     from theia_ros.runtime import load
@@ -68,6 +70,7 @@ def load_policy(p: dict[str, Any], task: TaskConfig | None) -> tuple[Any, Action
         p["camera"] = meta.camera
     p["rate_hz"] = choose_rate(p["rate_hz"], meta.control_rate_hz,
                                bool(p.get("allow_rate_override", False)))
+    p["cameras"] = list(meta.cameras)
     log.info("loaded %s on %s", bundle, runtime.backend)
     return runtime, ActionKind(meta.action_kind), tuple(meta.image_hw)
 
@@ -92,8 +95,30 @@ def choose_rate(requested_hz: float, trained_hz: float, allow_override: bool) ->
     return trained_hz
 
 
+def camera_topics(p: Mapping[str, Any]) -> dict[str, str]:
+    """Camera -> topic: the first camera on ``image_topic``, the others from
+    ``camera_topics`` (``name=topic``) or ``/<name>/image_raw``."""
+    cameras = list(p.get("cameras") or [p["camera"]])
+    given: dict[str, str] = {}
+    for item in p.get("camera_topics") or []:
+        name, sep, topic = str(item).partition("=")
+        if not sep or not name.strip() or not topic.strip().startswith("/"):
+            raise TheiaError(f"policy_node: camera_topics entry {item!r}: expected "
+                             "name=/topic")
+        given[name.strip()] = topic.strip()
+    unknown = sorted(set(given) - set(cameras))
+    if unknown:
+        raise TheiaError(f"policy_node: camera_topics names {unknown} are not cameras of the "
+                         f"policy ({cameras})")
+    topics = {cameras[0]: p["image_topic"]}
+    for cam in cameras[1:]:
+        topics[cam] = given.get(cam, f"/{cam}/image_raw")
+    return topics
+
+
 def _freshness(p: Mapping[str, Any], task: TaskConfig | None) -> Freshness:
-    kw = {"cameras": (p["camera"],), "max_image_age_s": p["max_image_age_s"],
+    cameras = tuple(p.get("cameras") or (p["camera"],))
+    kw = {"cameras": cameras, "max_image_age_s": p["max_image_age_s"],
           "max_joint_age_s": p["max_joint_age_s"]}
     return replace(task.freshness(), **kw) if task is not None else Freshness(**kw)
 
@@ -107,7 +132,8 @@ def build_control(p: dict[str, Any], task: TaskConfig | None, *,
                   policy: Policy | None = None, setup: RobotSetup | None = None,
                   action_kind: ActionKind = ActionKind.EE_DELTA,
                   image_hw: tuple[int, int] | None = None,
-                  on_tick: Callable[[TickReport], None] | None = None) -> ControlAssembly:
+                  on_tick: Callable[[TickReport], None] | None = None,
+                  history: ObservationHistory | None = None) -> ControlAssembly:
     """The control core for parameters ``p`` (``POLICY_NODE_PARAMS`` values).
 
     Args:
@@ -117,21 +143,25 @@ def build_control(p: dict[str, Any], task: TaskConfig | None, *,
             ``action_kind`` and ``image_hw`` describe it.
         setup: a ready robot (adapter + limits); None builds the ``robot`` parameter's.
         on_tick: called with every tick's report.
+        history: the observation history for a given ``policy`` with n_obs_steps > 1 (a
+            loaded bundle brings its own).
     """
     runtime = None
     if policy is None:
         runtime, action_kind, image_hw = load_policy(p, task)
         policy = runtime
+        history = runtime.make_history(1.0 / p["rate_hz"])
     image_hw = tuple(image_hw) if image_hw else None
     joints = JointStateCache(p["arm_joints"], p["gripper_joint"] or None)
     if setup is None:
         ctx = RobotContext(task, action_kind, p["rate_hz"], joints, sim_seed=p["sim_seed"],
-                           image_hw=image_hw or (224, 224))
+                           image_hw=image_hw or (224, 224),
+                           cameras=tuple(p.get("cameras") or (p["camera"],)))
         setup = build_robot(p["robot"], ctx)
     images = ImageCache() if setup.images_from_topic else None
     safety = SafetyFilter(override_limits(setup.limits, p), setup.joint_solver)
     config = LoopConfig(rate_hz=p["rate_hz"], freshness=_freshness(p, task),
                         min_command_gap_fraction=p["min_command_gap_fraction"])
     loop = ControlLoop(setup.adapter, policy, safety, config, _chunking(p, task),
-                       images=images, on_tick=on_tick)
-    return ControlAssembly(loop, setup, joints, images, image_hw, runtime)
+                       images=images, on_tick=on_tick, history=history)
+    return ControlAssembly(loop, setup, joints, images, image_hw, runtime, camera_topics(p))

@@ -264,31 +264,36 @@ class SensorIntake:
 
     def __init__(self, node: Node, params: Mapping[str, Any], images: Any, joints: Any, *,
                  subscribe_images: bool, subscribe_joints: bool,
-                 image_hw: tuple[int, int] | None = None, callback_group: Any = None) -> None:
+                 image_hw: tuple[int, int] | None = None, callback_group: Any = None,
+                 camera_topics: Mapping[str, str] | None = None) -> None:
+        """``camera_topics``: camera name -> topic, one subscription each (default: the
+        ``camera`` parameter on ``image_topic``)."""
         from sensor_msgs.msg import JointState
 
         self._node, self._images, self._joints = node, images, joints
-        self._camera, self._image_topic = params["camera"], params["image_topic"]
+        self.camera_topics = dict(camera_topics or {params["camera"]: params["image_topic"]})
         self._image_hw = tuple(image_hw) if image_hw else None
         self.image_errors = 0
         self.joint_errors = 0
         self.images_received = 0
         if subscribe_images:
-            node.create_subscription(image_message_type(params["image_type"]),
-                                     params["image_topic"], self._on_image, SENSOR_QOS,
-                                     callback_group=callback_group)
+            for camera, topic in self.camera_topics.items():
+                node.create_subscription(
+                    image_message_type(params["image_type"]), topic,
+                    lambda msg, c=camera, t=topic: self._on_image(msg, c, t), SENSOR_QOS,
+                    callback_group=callback_group)
         if subscribe_joints:
             node.create_subscription(JointState, params["joint_states_topic"], self._on_joints,
                                      SENSOR_QOS, callback_group=callback_group)
 
-    def _on_image(self, msg: Any) -> None:
+    def _on_image(self, msg: Any, camera: str, topic: str) -> None:
         try:
             rgb = message_to_rgb(msg, self._image_hw)  # the size the policy takes, if known
-            self._images.put(self._camera, rgb, stamp_to_monotonic(self._node, msg.header.stamp))
+            self._images.put(camera, rgb, stamp_to_monotonic(self._node, msg.header.stamp))
             self.images_received += 1
         except TheiaError as exc:
             self.image_errors += 1
-            self._node.get_logger().warning(f"dropped image on {self._image_topic}: {exc}",
+            self._node.get_logger().warning(f"dropped image on {topic}: {exc}",
                                             throttle_duration_sec=2.0)
 
     def _on_joints(self, msg: Any) -> None:

@@ -106,6 +106,9 @@ _SENSORS = (
               choices=IMAGE_TYPES, read_only=True),
     ParamSpec("camera", "str", "front", "camera name the frames are filed under (the "
               "bundle's / dataset's camera)", read_only=True),
+    ParamSpec("camera_topics", "str_list", [],
+              "name=topic for each further camera of a several-camera bundle (default "
+              "/<name>/image_raw); image_topic feeds the first camera", read_only=True),
     ParamSpec("joint_states_topic", "str", "/joint_states",
               "sensor_msgs/JointState topic (dry_run robot and recording); the WidowX adapter "
               "reads Interbotix's own joint states", read_only=True),

@@ -119,7 +119,8 @@ class PolicyNode(Node):
         self.sensors = rc.SensorIntake(self, p, self.images, self.joints,
                                        subscribe_images=self.setup.images_from_topic,
                                        subscribe_joints=self.setup.joints_from_topic,
-                                       image_hw=self.image_hw, callback_group=sensors)
+                                       image_hw=self.image_hw, callback_group=sensors,
+                                       camera_topics=control.camera_topics)
         self.action_pub = self.create_publisher(Float32MultiArray, p["action_topic"],
                                                 rc.COMMAND_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

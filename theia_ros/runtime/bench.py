@@ -135,19 +135,25 @@ def _runners(meta: BundleMeta, backends: list[str], threads: int | None, precisi
     """{backend: {"encoder"|"head"|"step": fn}} for the runtime backends + the torch reference."""
     kind = ActionKind(meta.action_kind)
     image = decode_rgb(jpeg)
+    # A step decodes and encodes one new frame per camera (older history steps are kept
+    # encoded by the control core), then runs the head on every view.
+    k, older = len(meta.cameras), meta.num_views - len(meta.cameras)
+    states = np.tile(state, (meta.n_obs_steps, 1)) if meta.n_obs_steps > 1 else state
     runners: dict[str, dict[str, Callable[[], object]]] = {}
     for name in backends:
         rt = load(meta.root, backend=name, verify=False, fused=False, threads=threads,
                   precision=precision, calibration=calibration, seed=0)
         tokens = rt.encode(image)
+        views = np.concatenate([tokens] * meta.num_views)
 
-        def step(rt: Any = rt) -> object:
-            chunk = rt.act(rt.encode(decode_rgb(jpeg)), state)
+        def step(rt: Any = rt, tokens: np.ndarray = tokens) -> object:
+            new = [rt.encode(decode_rgb(jpeg)) for _ in range(k)]
+            chunk = rt.act(np.concatenate([tokens] * older + new), states)
             return Action.from_vector(kind, chunk[0])
 
         label = "torch (bundle graphs)" if name == "torch" else name
         runners[label] = {"encoder": lambda rt=rt: rt.encode(image),
-                          "head": lambda rt=rt, tokens=tokens: rt.act(tokens, state),
+                          "head": lambda rt=rt, views=views: rt.act(views, states),
                           "step": step}
     ref = _reference(meta, threads, jpeg, state, image, kind)
     if ref is not None:
@@ -172,8 +178,11 @@ def _reference(meta: BundleMeta, threads: int | None, jpeg: np.ndarray, state: n
         return None
     torch.set_num_threads(threads or default_threads())
     policy = load_policy(meta.torch_dir, verify=False)
+    k, older = len(meta.cameras), meta.num_views - len(meta.cameras)
+    states = np.tile(state, (1, meta.n_obs_steps, 1))
     with torch.inference_mode():
         tokens = policy.encoder.encode(image)
+        views = torch.cat([tokens] * meta.num_views)[None]
 
     @torch.inference_mode()
     def encoder() -> object:
@@ -181,11 +190,13 @@ def _reference(meta: BundleMeta, threads: int | None, jpeg: np.ndarray, state: n
 
     @torch.inference_mode()
     def head() -> object:
-        return policy.predict_from_features(tokens, state)
+        return policy.predict_from_features(views, states)
 
     @torch.inference_mode()
     def step() -> object:
-        chunk = policy.predict_action_chunk(decode_rgb(jpeg), state)[0].numpy()
+        new = [policy.encoder.encode(decode_rgb(jpeg)) for _ in range(k)]
+        feats = torch.cat([tokens] * older + new)[None]
+        chunk = policy.predict_from_features(feats, states)[0].numpy()
         return Action.from_vector(kind, chunk[0])
 
     return {"encoder": encoder, "head": head, "step": step}

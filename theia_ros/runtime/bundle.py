@@ -12,6 +12,13 @@ Layout (format version 1)::
       torch/policy.json, torch/model.safetensors   the policy checkpoint (torch backend)
       SHA256SUMS           ``sha256sum -c`` format, one line per file above
 
+Cameras: ``cameras`` lists the camera names in the order the head concatenates their
+features (every camera through the one encoder graph, all at the ``camera`` section's size);
+``policy.n_obs_steps`` is the observation history length T. With V = cameras x T > 1 the
+head/condition graphs take ``tokens`` ``[1, V, 196, C]`` (time-major) and, with T > 1,
+``state`` ``[1, T, S]``. Bundles without ``cameras`` are one-camera bundles (``camera.name``)
+with T = 1.
+
 Normalisation (state in, actions out) and the DDIM loop are *not* in the graphs: they run in
 numpy from the statistics and scheduler config in ``bundle.yaml``. One host-side code path
 serves every backend and both policy types, the statistics stay readable, and the graphs see
@@ -118,8 +125,8 @@ class BundleMeta:
     horizon: int
     control_rate_hz: float
     state_dim: int
-    camera: str
-    image_hw: tuple[int, int]  # the camera size the encoder graph takes
+    camera: str  # the first camera
+    image_hw: tuple[int, int]  # the camera size the encoder graph takes (every camera)
     embed_dim: int
     num_tokens: int
     graphs: dict[str, str]  # graph name -> file name (relative to root)
@@ -130,6 +137,30 @@ class BundleMeta:
     cond_dim: int = 0  # diffusion only
     topics: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)  # the whole bundle.yaml
+    cameras: tuple[str, ...] = ()  # every camera, in the head's order ((camera,) if one)
+    n_obs_steps: int = 1  # observation history length T
+
+    def __post_init__(self) -> None:
+        if not self.cameras:
+            object.__setattr__(self, "cameras", (self.camera,))
+
+    @property
+    def num_views(self) -> int:
+        """Feature maps per prediction: cameras x observation steps."""
+        return len(self.cameras) * self.n_obs_steps
+
+    @property
+    def tokens_shape(self) -> tuple[int, ...]:
+        """The head/condition graphs' ``tokens`` input shape."""
+        one = (self.num_tokens, self.embed_dim)
+        return (1, self.num_views, *one) if self.num_views > 1 else (1, *one)
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The head/condition graphs' ``state`` input shape."""
+        if self.n_obs_steps > 1:
+            return (1, self.n_obs_steps, self.state_dim)
+        return (1, self.state_dim)
 
     def graph_path(self, name: str) -> Path:
         if name not in self.graphs:
@@ -211,6 +242,12 @@ def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
     action_dim = _get(pol, "action_dim", f"{where}: policy", int)
     norm = _get(raw, "normalization", where, dict)
     diff = raw.get("diffusion") or {}
+    camera = _get(cam, "name", f"{where}: camera", str)
+    cameras = _cameras(raw.get("cameras", [camera]), camera, where)
+    n_obs_steps = pol.get("n_obs_steps", 1)
+    if not isinstance(n_obs_steps, int) or isinstance(n_obs_steps, bool) or n_obs_steps < 1:
+        raise TheiaError(f"{where}: policy.n_obs_steps must be an integer >= 1, got "
+                         f"{n_obs_steps!r}")
     if ptype == "diffusion":
         for key in ("scheduler", "num_inference_steps", "cond_dim"):
             if not diff.get(key):  # diffusers' defaults would sample with the wrong schedule
@@ -224,7 +261,7 @@ def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
         horizon=_get(pol, "horizon", f"{where}: policy", int),
         control_rate_hz=float(_get(pol, "control_rate_hz", f"{where}: policy", (int, float))),
         state_dim=state_dim,
-        camera=_get(cam, "name", f"{where}: camera", str),
+        camera=camera,
         image_hw=(_get(cam, "height", f"{where}: camera", int),
                   _get(cam, "width", f"{where}: camera", int)),
         embed_dim=_get(enc, "embed_dim", f"{where}: encoder", int),
@@ -239,4 +276,17 @@ def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
         cond_dim=int(diff.get("cond_dim") or 0),
         topics=dict(raw.get("inputs", {}).get("topics") or {}),
         raw=raw,
+        cameras=cameras,
+        n_obs_steps=n_obs_steps,
     )
+
+
+def _cameras(value: Any, first: str, where: str) -> tuple[str, ...]:
+    """The ``cameras`` list: distinct non-empty names, the first one ``camera.name``."""
+    if not isinstance(value, list) or not value or not all(
+            isinstance(c, str) and c for c in value) or len(set(value)) != len(value):
+        raise TheiaError(f"{where}: cameras must be a list of distinct camera names, got "
+                         f"{value!r}")
+    if value[0] != first:
+        raise TheiaError(f"{where}: cameras[0] is {value[0]!r} but camera.name is {first!r}")
+    return tuple(value)

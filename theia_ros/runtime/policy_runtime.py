@@ -9,6 +9,13 @@ Example::
     tokens = rt.encode(image_u8)            # [1, 196, C] float32
     chunk = rt.act(tokens, state)           # [H, 7] float32, physical units
     chunk = rt.predict(image_u8, state)     # the same in one call
+
+Several cameras / an observation history (``meta.cameras``, ``meta.n_obs_steps``): encode
+each frame once (``encode``), stack the views time-major (``[V, 196, C]``: oldest step first,
+cameras in ``meta.cameras`` order) with the states ``[T, S]``, then ``act``. As the control
+core's policy, the runtime encodes every camera of the observation itself when T = 1; with
+T > 1 it needs the ``StackedObservation`` that ``control.history`` assembles (features of the
+last T ticks, each frame encoded once).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from theia_ros.control.history import ObservationHistory, StackedObservation
 from theia_ros.errors import TheiaError
 from theia_ros.runtime.bundle import BundleMeta
 from theia_ros.runtime.ddim import DDIMSampler
@@ -68,38 +76,58 @@ class PolicyRuntime:
         return np.ascontiguousarray(x)
 
     def _features(self, features: np.ndarray) -> np.ndarray:
-        n, c = self.meta.num_tokens, self.meta.embed_dim
+        """Tokens of every view ``[V, 196, C]`` (a leading 1 allowed; ``[196, C]`` when
+        V = 1) -> the graphs' ``tokens`` input."""
+        n, c, v = self.meta.num_tokens, self.meta.embed_dim, self.meta.num_views
         x = np.asarray(features)
+        if x.ndim >= 3 and x.shape[0] == 1 and x.size == v * n * c:
+            x = x[0]
         if x.ndim == 2:
             x = x[None]
-        if x.shape != (1, n, c):
-            raise TheiaError(f"features must be [1, {n}, {c}] (from encode()), got "
-                             f"{tuple(np.shape(features))}")
+        if x.shape != (v, n, c):
+            want = f"[{v}, {n}, {c}] (V = cameras x steps, time-major)" if v > 1 \
+                else f"[1, {n}, {c}] (from encode())"
+            raise TheiaError(f"features must be {want}, got {tuple(np.shape(features))}")
         if not np.issubdtype(x.dtype, np.floating):
             raise TheiaError(f"features must be float32, got dtype {x.dtype}")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(x.reshape(self.meta.tokens_shape), dtype=np.float32)
 
     def _state(self, state: np.ndarray) -> np.ndarray:
-        """Physical joint state ``[S]`` -> normalised ``[1, S]`` float32."""
+        """Physical joint state ``[S]`` (``[T, S]`` with a history) -> normalised graph input."""
         s = np.asarray(state)
-        dim = self.meta.state_dim
-        if s.ndim == 2 and s.shape[0] == 1:
+        dim, steps = self.meta.state_dim, self.meta.n_obs_steps
+        if s.ndim >= 2 and s.shape[0] == 1 and s.size == steps * dim:
             s = s[0]
-        if s.shape != (dim,):
-            raise TheiaError(f"state must be [{dim}] (joint positions in rad, then gripper "
-                             f"open fraction), got shape {tuple(np.shape(state))}")
+        want = (steps, dim) if steps > 1 else (dim,)
+        if s.shape != want:
+            raise TheiaError(f"state must be {list(want)} (joint positions in rad, then gripper "
+                             f"open fraction{', oldest step first' if steps > 1 else ''}), got "
+                             f"shape {tuple(np.shape(state))}")
         if not np.issubdtype(s.dtype, np.number) or not np.all(np.isfinite(s)):
             raise TheiaError(f"state must be finite numbers, got {s!r}")
-        return self.meta.state_norm.normalize(s.astype(np.float32))[None]
+        return self.meta.state_norm.normalize(s.astype(np.float32)).reshape(
+            self.meta.state_shape)
 
     # --- inference --------------------------------------------------------------------------
     def encode(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB ``[H, W, 3]`` -> spatial tokens ``[1, 196, C]`` float32."""
         return self.sessions["encoder"].run({"image": self._image(image)})
 
+    def encode_cameras(self, images: Mapping[str, np.ndarray]) -> np.ndarray:
+        """{camera: uint8 image} of one step -> tokens ``[K, 196, C]`` in ``meta.cameras``
+        order (each camera through the same encoder)."""
+        missing = [c for c in self.meta.cameras if c not in images]
+        if missing:
+            raise TheiaError(f"observation has no image from camera(s) {missing} (has "
+                             f"{sorted(images)}; the bundle needs {list(self.meta.cameras)})")
+        return np.concatenate([self.encode(images[c]) for c in self.meta.cameras])
+
     def act(self, features: np.ndarray, state: np.ndarray,
             noise: np.ndarray | None = None) -> np.ndarray:
         """Tokens ``[1, 196, C]`` + joint state ``[S]`` -> action chunk ``[H, 7]`` (physical).
+
+        Several views: tokens ``[V, 196, C]`` (time-major) and, with T > 1 steps, states
+        ``[T, S]`` (oldest first).
 
         ``noise`` ``[1, H, 7]``: the diffusion policy's initial sample (default: drawn from
         the runtime's generator); ignored by the CNN-MLP policy.
@@ -113,7 +141,12 @@ class PolicyRuntime:
 
     def predict(self, image: np.ndarray, state: np.ndarray,
                 noise: np.ndarray | None = None) -> np.ndarray:
-        """uint8 image + joint state -> ``[H, 7]``; one graph call with the fused graph."""
+        """uint8 image + joint state -> ``[H, 7]``; one graph call with the fused graph.
+        One-camera, one-step bundles only (others: ``encode_cameras`` + ``act``)."""
+        if self.meta.num_views != 1:
+            raise TheiaError(f"predict() takes one image; this bundle looks through cameras "
+                             f"{list(self.meta.cameras)} x {self.meta.n_obs_steps} step(s): "
+                             "use encode_cameras() and act()")
         if "fused" not in self.sessions:
             return self.act(self.encode(image), state, noise)
         out = self.sessions["fused"].run({"image": self._image(image),
@@ -124,10 +157,25 @@ class PolicyRuntime:
 
     def __call__(self, obs: Observation) -> np.ndarray:
         """The control core's policy callable: ``Observation -> [H, 7]``."""
-        if self.meta.camera not in obs.images:
-            raise TheiaError(f"observation has no image from camera {self.meta.camera!r} "
-                             f"(has {sorted(obs.images)})")
-        return self.predict(obs.images[self.meta.camera], obs.state_vector())
+        if isinstance(obs, StackedObservation):  # features of the last T ticks, ready
+            return self.act(obs.features, obs.states)
+        if self.meta.n_obs_steps > 1:
+            raise TheiaError(f"this bundle conditions on {self.meta.n_obs_steps} observation "
+                             "steps: run it with an ObservationHistory in the control loop")
+        if self.meta.num_views == 1:
+            if self.meta.camera not in obs.images:
+                raise TheiaError(f"observation has no image from camera {self.meta.camera!r} "
+                                 f"(has {sorted(obs.images)})")
+            return self.predict(obs.images[self.meta.camera], obs.state_vector())
+        return self.act(self.encode_cameras(obs.images), obs.state_vector())
+
+    def make_history(self, period_s: float) -> ObservationHistory | None:
+        """The observation history the control loop must keep for this bundle (None when it
+        conditions on the current step only)."""
+        if self.meta.n_obs_steps == 1:
+            return None
+        return ObservationHistory(self.encode, self.meta.cameras, self.meta.n_obs_steps,
+                                  period_s)
 
     # --- helpers ----------------------------------------------------------------------------
     def _sample(self, cond: np.ndarray, noise: np.ndarray | None) -> np.ndarray:

@@ -5,6 +5,12 @@ compares one definition of each graph. Inputs and outputs are batch 1 with stati
 (the robot runs one camera frame at a time; static shapes let onnxruntime and TensorRT plan
 everything ahead).
 
+A policy with several views (cameras x observation steps, V > 1) takes ``tokens``
+``[1, V, 196, C]`` (time-major: oldest step first, cameras in the bundle's order) and, with
+an observation history (T > 1), ``state`` ``[1, T, S]``; a one-view, one-step policy keeps the
+original ``[1, 196, C]`` / ``[1, S]`` inputs, so its graphs are exactly those of earlier
+bundles. The encoder graph is shared by every camera (one image per call).
+
 Imports torch and ``policies``: only the torch backend and ``training.export`` load this.
 """
 
@@ -15,15 +21,26 @@ from torch import nn
 
 from policies.encoder import TheiaEncoder
 from policies.preprocess import MEAN, STD
+from theia_ros.errors import TheiaError
 from theia_ros.runtime.bundle import GRAPH_IO
 from theia_ros.runtime.torch_resize import BilinearResizeNHWC
 
-__all__ = ["GRAPH_IO", "build_graphs", "example_inputs"]
+__all__ = ["GRAPH_IO", "build_graphs", "example_inputs", "input_shapes"]
 
 
 def _tokens_to_map(tokens: torch.Tensor, grid: int) -> torch.Tensor:
-    """``[B, N, C]`` -> ``[B, C, grid, grid]`` with a static grid (no isqrt in the graph)."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], grid, grid)
+    """``[..., N, C]`` -> ``[..., C, grid, grid]`` with a static grid (no isqrt in the graph)."""
+    return tokens.transpose(-1, -2).reshape(*tokens.shape[:-2], tokens.shape[-1], grid, grid)
+
+
+def input_shapes(policy: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Shapes of the head-side graph inputs ``tokens`` and ``state`` (see module doc)."""
+    cfg, enc = policy.config, policy.encoder.config
+    tokens: tuple[int, ...] = (enc.num_spatial_tokens, enc.embed_dim)
+    views = len(cfg.cameras) * cfg.n_obs_steps
+    return {"tokens": (1, views, *tokens) if views > 1 else (1, *tokens),
+            "state": ((1, cfg.n_obs_steps, cfg.state_dim) if cfg.n_obs_steps > 1
+                      else (1, cfg.state_dim))}
 
 
 class EncoderGraph(nn.Module):
@@ -122,6 +139,10 @@ def build_graphs(policy: nn.Module, image_hw: tuple[int, int], fused: bool = Fal
         graphs["denoiser"] = DenoiserGraph(policy.head.denoiser)
         tail = "condition"
     if fused:
+        if len(policy.config.cameras) * policy.config.n_obs_steps > 1:
+            raise TheiaError("a fused encoder+head graph needs a one-camera, one-step policy "
+                             f"(this one: cameras {list(policy.config.cameras)}, n_obs_steps "
+                             f"{policy.config.n_obs_steps})")
         graphs["fused"] = FusedGraph(graphs["encoder"], graphs[tail])
     return {k: v.eval() for k, v in graphs.items()}
 
@@ -131,10 +152,10 @@ def example_inputs(policy: nn.Module, image_hw: tuple[int, int], seed: int = 0
     """Random inputs of the right shapes/dtypes for every graph: {graph: {input name: x}}."""
     g = torch.Generator().manual_seed(seed)
     cfg = policy.config
-    enc = policy.encoder.config
     image = torch.randint(0, 256, (1, *image_hw, 3), dtype=torch.uint8, generator=g)
-    tokens = torch.randn(1, enc.num_spatial_tokens, enc.embed_dim, generator=g)
-    state = torch.randn(1, cfg.state_dim, generator=g)
+    shapes = input_shapes(policy)
+    tokens = torch.randn(shapes["tokens"], generator=g)
+    state = torch.randn(shapes["state"], generator=g)
     out: dict[str, dict[str, torch.Tensor]] = {"encoder": {"image": image}}
     if cfg.type == "cnn_mlp":
         out["head"] = {"tokens": tokens, "state": state}
@@ -146,6 +167,7 @@ def example_inputs(policy: nn.Module, image_hw: tuple[int, int], seed: int = 0
             "timestep": torch.tensor([float(hc.num_train_timesteps // 2)]),
             "cond": torch.randn(1, hc.cond_dim, generator=g),
         }
-    out["fused"] = {"image": image, "state": state}
+    if len(shapes["tokens"]) == 3 and len(shapes["state"]) == 2:
+        out["fused"] = {"image": image, "state": state}
     return out
 

@@ -230,7 +230,11 @@ class DoorEnv:
         return self._renderer is not None
 
     def render(self, camera: str = S.CAMERA_NAME) -> np.ndarray:
-        """The fixed camera's view, uint8 RGB ``[H, W, 3]``."""
+        """A camera's view (``front``: fixed scene camera; ``wrist``: on the gripper), uint8
+        RGB ``[H, W, 3]``."""
+        if camera not in S.CAMERA_NAMES:
+            raise ValueError(f"sim camera {camera!r} unknown; the door scene has "
+                             f"{list(S.CAMERA_NAMES)}")
         if self._renderer is None:
             raise RuntimeError("DoorEnv was built with render=False")
         with self._render_lock:

@@ -53,6 +53,11 @@ START_QPOS_RAD = np.array([0.0, -0.3, 0.5, 0.0, 1.0, 0.0])
 START_JITTER_RAD = 0.05
 
 CAMERA_NAME = "front"
+# A wrist camera on the gripper (like the WidowX set-ups with a second, hand-mounted
+# camera): behind and above the fingers, looking along the gripper 0.5 rad downward, so the
+# fingertips and what they approach fill the view.
+WRIST_CAMERA_NAME = "wrist"
+CAMERA_NAMES = (CAMERA_NAME, WRIST_CAMERA_NAME)
 ARM_BODIES = (
     "shoulder_link",
     "upper_arm_link",
@@ -172,6 +177,8 @@ def _arm_xml() -> str:
                   <geom type="box" pos="0.03 0 0" size="0.03 0.042 0.018" mass="{m[5]}"
                         material="arm_dark"/>
                   <site name="ee_gripper" pos="{ee} 0 0" size="0.004" rgba="1 0 0 0"/>
+                  <camera name="{WRIST_CAMERA_NAME}" pos="0.05 0 0.045"
+                          xyaxes="0 -1 0 0.4794 0 0.8776" fovy="75"/>
                   <body name="left_finger_link" pos="{fo} 0 0" gravcomp="1">
                     <joint name="left_finger" type="slide" axis="0 1 0"
                            range="{_v(K.FINGER_CLOSED_M, K.FINGER_OPEN_M)}"/>

@@ -4,17 +4,17 @@ Training a head on a frozen encoder only needs each frame's spatial tokens, so t
 computed once (the slow part on a CPU) and stored as ``[T, 196, C]`` npy files:
 
     <cache_root>/<encoder hash>/encoder.json       encoder config + hash
-    <cache_root>/<encoder hash>/<episode hash>.npy  one per episode (float16 or float32)
+    <cache_root>/<encoder hash>/<episode hash>.npy  one per episode and camera (float16/32)
 
-The encoder hash covers its config and every weight; the episode hash covers the episode's
-images, states and actions, so the key is "this dataset content + this encoder" and a cache
-is shared between runs and datasets. Each file is written atomically, so an interrupted
-extraction resumes where it stopped and never leaves a half file behind.
+The encoder hash covers its config and every weight; the episode hash covers one camera's
+images and the episode's states and actions, so the key is "this dataset content + this
+encoder" and a cache is shared between runs and datasets. Each file is written atomically,
+so an interrupted extraction resumes where it stopped and never leaves a half file behind.
 
 Example::
 
     feats = cached_features(encoder, demos, cache_root="~/.cache/theia-ros/features")
-    # [N, 196, C] float16, aligned with demos.states
+    # [N, K, 196, C] float16 (K = len(demos.cameras)), aligned with demos.states
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def cached_features(encoder: TheiaEncoder, demos: Demos, cache_root: str | os.Pa
                     dtype: str = "float16", batch_size: int = 32,
                     device: str | torch.device = "cpu", show_progress: bool = True
                     ) -> np.ndarray:
-    """Features of every frame of ``demos`` ``[N, 196, C]``, computing only missing episodes."""
+    """Features of every frame and camera of ``demos`` ``[N, K, 196, C]``, computing only
+    the missing (episode, camera) files."""
     if dtype not in DTYPES:
         raise TheiaError(f"feature cache dtype {dtype!r}; choose one of {sorted(DTYPES)}")
     if demos.images is None:
@@ -84,23 +85,24 @@ def cached_features(encoder: TheiaEncoder, demos: Demos, cache_root: str | os.Pa
     tokens = encoder.config.num_spatial_tokens
     width = encoder.embed_dim
     starts = np.concatenate([[0], np.cumsum(demos.lengths)])
-    paths = [root / f"{fp}_{dtype}.npy" for fp in demos.fingerprints]
-    missing = [i for i, p in enumerate(paths) if not p.exists()]
-    todo = sum(demos.lengths[i] for i in missing)
+    jobs = [(k, cam, i, root / f"{fp}_{dtype}.npy") for k, cam in enumerate(demos.cameras)
+            for i, fp in enumerate(demos.fingerprints[cam])]
+    missing = [j for j in jobs if not j[3].exists()]
+    todo = sum(demos.lengths[i] for _, _, i, _ in missing)
     encoder = encoder.to(device).eval()
     with tqdm(total=todo, desc="features", unit="frame", disable=not show_progress or not todo
               ) as bar:
-        for i in missing:
-            frames = demos.images[starts[i]:starts[i + 1]]
+        for _, cam, i, path in missing:
+            frames = demos.images[cam][starts[i]:starts[i + 1]]
             feats = encode_frames(encoder, frames, batch_size, device, bar)
-            _save_npy_atomic(paths[i], feats.astype(DTYPES[dtype]))
-    out = np.empty((demos.num_frames, tokens, width), dtype=DTYPES[dtype])
-    for i, p in enumerate(paths):
-        arr = np.load(p, allow_pickle=False)
+            _save_npy_atomic(path, feats.astype(DTYPES[dtype]))
+    out = np.empty((demos.num_frames, len(demos.cameras), tokens, width), dtype=DTYPES[dtype])
+    for k, _, i, path in jobs:
+        arr = np.load(path, allow_pickle=False)
         if arr.shape != (demos.lengths[i], tokens, width):
-            raise TheiaError(f"{p}: cached features have shape {arr.shape}, expected "
+            raise TheiaError(f"{path}: cached features have shape {arr.shape}, expected "
                              f"{(demos.lengths[i], tokens, width)}; delete the file")
-        out[starts[i]:starts[i + 1]] = arr
+        out[starts[i]:starts[i + 1], k] = arr
     return out
 
 

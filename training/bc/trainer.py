@@ -9,6 +9,13 @@ too). The output directory is the policy directory::
     out/train_config.json                    the effective (resolved) configuration
     out/train_state.safetensors              resumable state (model, optimiser, scheduler, RNG)
     out/metrics.jsonl                        train / validation losses
+    out/best/                                the policy at the lowest validation loss so far
+    out/checkpoints/step_<n>/                periodic policy snapshots (the newest few kept)
+    out/tensorboard/                         losses, learning rate, validation action plots
+
+Several cameras go through the one encoder each; ``n_obs_steps`` frames per camera are
+stacked time-major (see ``policies.policy``), padded at episode starts by repeating the
+first frame.
 
 Example::
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +55,13 @@ STATE_FILE = "train_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 VAL_MAX_FRAMES = 1024  # held-out frames for the validation loss
 VAL_SAMPLE_FRAMES = 256  # of which these also get a predicted chunk (action MSE)
+VAL_PLOTS = 3  # validation samples whose predicted vs true chunks go to TensorBoard
+BEST_DIR = "best"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
 # Changing these between a run and its resume is fine (longer training, other cadence).
-RESUMABLE_CHANGES = {"epochs", "iters", "val_every", "checkpoint_every", "device", "cache_dir"}
+RESUMABLE_CHANGES = {"epochs", "iters", "val_every", "checkpoint_every", "device", "cache_dir",
+                     "keep_checkpoints", "tensorboard"}
 
 
 @dataclass
@@ -63,13 +76,29 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _camera(source: EpisodeSource, wanted: str | None) -> str:
+def _cameras(source: EpisodeSource, wanted: tuple[str, ...] | None) -> list[str]:
     cams = list(source.cameras)
     if wanted:
-        if cams and wanted not in cams:
-            raise TheiaError(f"camera {wanted!r} not in the dataset (cameras: {cams})")
-        return wanted
-    return cams[0] if cams else "front"
+        missing = [c for c in wanted if cams and c not in cams]
+        if missing:
+            raise TheiaError(f"camera(s) {missing} not in the dataset (cameras: {cams})")
+        return list(wanted)
+    return [cams[0] if cams else "front"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; CUDA asked for and absent -> a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TheiaError(f"--device {device}: CUDA is not available here (no GPU or a "
+                             "CPU-only torch); use --device cpu or auto")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise TheiaError(f"--device {device}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) here")
+    return torch.device(device)
 
 
 def _lr_lambda(schedule: str, total_steps: int):
@@ -97,12 +126,11 @@ class BCTrainer:
         if source is None:
             from theia_ros.dataset import EpisodeDataset  # torch-free reader (DATA area)
             source = EpisodeDataset(cfg.dataset)
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if cfg.device == "auto" else cfg.device))
-        camera = _camera(source, cfg.camera)
+        self.device = resolve_device(cfg.device)
+        cameras = _cameras(source, cfg.cameras)
         train_eps, val_eps = split_episodes(source.num_episodes, cfg.val_fraction, cfg.seed)
-        self.train_demos = load_demos(source, train_eps, camera)
-        self.val_demos = load_demos(source, val_eps, camera) if val_eps else None
+        self.train_demos = load_demos(source, train_eps, cameras)
+        self.val_demos = load_demos(source, val_eps, cameras) if val_eps else None
 
         torch.manual_seed(cfg.seed)
         encoder = load_encoder(cfg.encoder, seed=cfg.seed)
@@ -113,7 +141,9 @@ class BCTrainer:
         head_cfg_cls, _ = HEADS[cfg.policy]
         head_cfg = head_cfg_cls.from_dict({
             "feature_dim": encoder.embed_dim, "state_dim": state_dim, "action_dim": action_dim,
-            "horizon": cfg.horizon, "grid": encoder.config.grid, **cfg.head})
+            "horizon": cfg.horizon, "grid": encoder.config.grid,
+            "num_views": len(cameras) * cfg.n_obs_steps, "n_obs_steps": cfg.n_obs_steps,
+            **cfg.head})
         if cfg.norm_mode == "mean_std" and getattr(head_cfg, "clip_sample", False):
             raise TheiaError("diffusion with --norm-mode mean_std needs the head's clip_sample "
                              "off (--head '{\"clip_sample\": false}'): clipping assumes "
@@ -122,8 +152,8 @@ class BCTrainer:
         pcfg = PolicyConfig(
             type=cfg.policy, action_kind=action_kind.value,
             state_dim=state_dim, horizon=cfg.horizon, fps=float(source.fps),
-            camera=camera, action_dim=action_dim, encoder_frozen=not cfg.finetune,
-            encoder_source=str(cfg.encoder))
+            cameras=tuple(cameras), n_obs_steps=cfg.n_obs_steps, action_dim=action_dim,
+            encoder_frozen=not cfg.finetune, encoder_source=str(cfg.encoder))
         self.policy: Policy = build_policy(pcfg, encoder, head_cfg, normalizer).to(self.device)
         self.policy.encoder.requires_grad_(cfg.finetune)
         self.policy.encoder.train(cfg.finetune)
@@ -146,7 +176,10 @@ class BCTrainer:
         self.ema = (Ema(self.policy, cfg.ema_power, cfg.ema_max_decay)
                     if cfg.policy == "diffusion" else None)
         self.step = 0
+        self.best_val: float | None = None
         self.history: list[dict[str, Any]] = []
+        self._tb = None
+        self._val_plot: tuple[np.ndarray, np.ndarray] | None = None
 
     # --- setup helpers ----------------------------------------------------------------------
     def _check_resume_config(self) -> None:
@@ -162,11 +195,12 @@ class BCTrainer:
 
     def _datasets(self) -> tuple[ChunkDataset, ChunkDataset | None]:
         cfg = self.cfg
-        deltas = self.policy.config.action_kind == "ee_delta"
+        kw = {"deltas": self.policy.config.action_kind == "ee_delta",
+              "n_obs_steps": cfg.n_obs_steps}
         if not cfg.uses_cache:
-            val = (ChunkDataset(self.val_demos, cfg.horizon, deltas=deltas) if self.val_demos
+            val = (ChunkDataset(self.val_demos, cfg.horizon, **kw) if self.val_demos
                    else None)
-            return ChunkDataset(self.train_demos, cfg.horizon, deltas=deltas), val
+            return ChunkDataset(self.train_demos, cfg.horizon, **kw), val
         root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root()
         out = []
         for demos in (self.train_demos, self.val_demos):
@@ -176,7 +210,7 @@ class BCTrainer:
             feats = cached_features(self.policy.encoder, demos, root, cfg.cache_dtype,
                                     device=self.device, show_progress=self.show_progress)
             demos.images = None  # features replace them; frees memory
-            out.append(ChunkDataset(demos, cfg.horizon, feats, deltas=deltas))
+            out.append(ChunkDataset(demos, cfg.horizon, feats, **kw))
         return out[0], out[1]
 
     # --- batches ----------------------------------------------------------------------------
@@ -190,18 +224,24 @@ class BCTrainer:
 
     def _tensors(self, batch: dict[str, Any], train: bool
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """-> feature map ``[B, C, 14, 14]``, state ``[B, S]``, actions ``[B, H, A]``, and the
-        mask ``[B, H]`` when padded steps are left out of the loss (else None)."""
+        """-> feature maps ``[B, V, C, 14, 14]``, state ``[B, T, S]``, actions ``[B, H, A]``,
+        and the mask ``[B, H]`` when padded steps are left out of the loss (else None)."""
         dev = self.device
         obs = batch["obs"]
-        if obs.dtype == np.uint8:
-            x = preprocess(obs, size=self.policy.encoder.config.img_size).to(dev)
-            if train and self.cfg.augment:
-                x = random_shift(x, self.cfg.shift_px)
-            with torch.set_grad_enabled(train and self.cfg.finetune):
-                fmap = self.policy.encoder.forward_spatial(x)
+        if isinstance(obs, dict):  # {camera: [B, T, H, W, 3] u8}: encode every view
+            per_cam = []
+            for cam in self.policy.config.cameras:
+                frames = obs[cam]
+                b, t = frames.shape[:2]
+                x = preprocess(frames.reshape(b * t, *frames.shape[2:]),
+                               size=self.policy.encoder.config.img_size).to(dev)
+                if train and self.cfg.augment:
+                    x = random_shift(x, self.cfg.shift_px)
+                with torch.set_grad_enabled(train and self.cfg.finetune):
+                    per_cam.append(self.policy.encoder.forward_spatial(x).unflatten(0, (b, t)))
+            fmap = torch.stack(per_cam, dim=2).flatten(1, 2)  # time-major views
         else:
-            fmap = Policy.as_map(torch.from_numpy(np.asarray(obs)).to(dev, torch.float32))
+            fmap = self.policy.as_map(torch.from_numpy(np.asarray(obs)).to(dev, torch.float32))
         state = torch.from_numpy(batch["state"]).to(dev)
         actions = torch.from_numpy(batch["action"]).to(dev)
         mask = torch.from_numpy(batch["mask"]).to(dev) if self.cfg.mask_padding else None
@@ -240,6 +280,9 @@ class BCTrainer:
                 if start < VAL_SAMPLE_FRAMES:  # sampling (10 DDIM steps) costs more
                     pred = self.policy.predict_from_features(fmap, state, gen)
                     errs.append(float(((pred - actions) ** 2).mean()) * len(fmap))
+                if start == 0:
+                    self._val_plot = (pred[:VAL_PLOTS].cpu().numpy(),
+                                      actions[:VAL_PLOTS].cpu().numpy())
         n_err = sum(weights[:len(errs)])
         self.policy.encoder.train(self.cfg.finetune)
         return {"val_loss": sum(losses) / sum(weights), "val_action_mse": sum(errs) / n_err}
@@ -247,23 +290,74 @@ class BCTrainer:
     # --- checkpoints ------------------------------------------------------------------------
     def save_state(self) -> None:
         save_train_state(self.out / STATE_FILE, self.policy, self.optimizer, self.scheduler,
-                         self.ema, self.step, {"total_steps": self.total_steps})
+                         self.ema, self.step, {"total_steps": self.total_steps,
+                                               "best_val": self.best_val})
 
     def try_resume(self) -> bool:
         path = self.out / STATE_FILE
         if not path.exists():
             return False
-        self.step, _ = load_train_state(path, self.policy, self.optimizer, self.scheduler,
-                                        self.ema)
+        self.step, extra = load_train_state(path, self.policy, self.optimizer, self.scheduler,
+                                            self.ema)
+        best = extra.get("best_val") if isinstance(extra, dict) else None
+        self.best_val = float(best) if best is not None else None
         return True
 
-    def save_policy(self) -> None:
+    def save_policy(self, out: Path | None = None) -> None:
+        """The policy (EMA weights for diffusion) into ``out`` (default: the run directory)."""
         self.policy.eval()
+        target = self.out if out is None else out
         if self.ema is not None:
             with self.ema.applied(self.policy):
-                save_policy(self.policy, self.out)
+                save_policy(self.policy, target)
         else:
-            save_policy(self.policy, self.out)
+            save_policy(self.policy, target)
+        self.policy.encoder.train(self.cfg.finetune)
+
+    def _checkpoint(self) -> None:
+        """Resumable state plus a policy snapshot; only the newest ``keep_checkpoints`` stay."""
+        self.save_state()
+        keep = self.cfg.keep_checkpoints
+        if not keep:
+            return
+        root = self.out / CHECKPOINTS_DIR
+        self.save_policy(root / f"step_{self.step:07d}")
+        for old in sorted(root.glob("step_*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _maybe_save_best(self, val: dict[str, float]) -> None:
+        loss = val.get("val_loss")
+        if loss is None or not math.isfinite(loss):
+            return
+        if self.best_val is None or loss < self.best_val:
+            self.best_val = loss
+            self.save_policy(self.out / BEST_DIR)
+            atomic_write_json(self.out / BEST_DIR / "best.json",
+                              {"step": self.step, **val})
+
+    # --- TensorBoard ------------------------------------------------------------------------
+    def _writer(self):
+        if not self.cfg.tensorboard:
+            return None
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / TENSORBOARD_DIR), purge_step=self.step)
+        return self._tb
+
+    def _tb_scalars(self, record: dict[str, Any]) -> None:
+        tb = self._writer()
+        if tb is None:
+            return
+        for key in ("train_loss", "lr", "val_loss", "val_action_mse"):
+            if key in record and record[key] is not None:
+                group = "val" if key.startswith("val") else "train"
+                tb.add_scalar(f"{group}/{key}", float(record[key]), record["step"])
+        plot = getattr(self, "_val_plot", None)
+        if plot is not None:
+            tb.add_figure("val/action_chunks", action_figure(*plot), record["step"])
+            self._val_plot = None
+        tb.flush()
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
@@ -293,17 +387,23 @@ class BCTrainer:
                                 **{k: f"{v:.4f}" for k, v in val.items()})
                 if self.step % val_every == 0 or self.step == self.total_steps:
                     val = self._validate_with_ema()
-                    self._log({"step": self.step, "epoch": self.step / self.steps_per_epoch,
-                               "train_loss": float(np.mean(window)),
-                               "lr": self.scheduler.get_last_lr()[0], **val})
+                    record = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                              "train_loss": float(np.mean(window)),
+                              "lr": self.scheduler.get_last_lr()[0], **val}
+                    self._log(record)
+                    self._tb_scalars(record)
+                    self._maybe_save_best(val)
                     window = []
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save_state()
+                    self._checkpoint()
         except KeyboardInterrupt:
             self.save_state()
             raise
         finally:
             bar.close()
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
         self.save_state()
         self.save_policy()
         return TrainResult(self.out, self.step, self.total_steps, last_loss,
@@ -314,6 +414,29 @@ class BCTrainer:
             return self.validate()
         with self.ema.applied(self.policy):
             return self.validate()
+
+
+def action_figure(pred: np.ndarray, true: np.ndarray):
+    """Predicted (dashed) vs demonstrated chunks ``[N, H, A]``: one row per sample, xyz and
+    gripper columns (what a reviewer checks first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = [(0, "x"), (1, "y"), (2, "z"), (pred.shape[-1] - 1, "gripper")]
+    n = len(pred)
+    fig, axes = plt.subplots(n, len(dims), figsize=(3 * len(dims), 2 * n), squeeze=False)
+    for i in range(n):
+        for j, (d, name) in enumerate(dims):
+            ax = axes[i][j]
+            ax.plot(true[i, :, d], "k-", label="demo")
+            ax.plot(pred[i, :, d], "C1--", label="policy")
+            if i == 0:
+                ax.set_title(name)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def train_policy(config: TrainConfig, source: EpisodeSource | None = None,

@@ -28,7 +28,7 @@ from training.demo.config import DemoConfig
 # CLI flag -> DemoConfig field; None on the command line = the preset's value
 _OVERRIDES = ("demos", "encoder", "epochs", "iters", "batch_size", "lr", "horizon",
               "eval_episodes", "eval_seed", "max_steps", "replan_every", "backend",
-              "video_episodes", "threads", "train_seed")
+              "video_episodes", "threads", "train_seed", "cameras", "n_obs_steps")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out episodes in the rollout video (2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--camera", dest="cameras", action="append", default=None,
+                        help="sim camera to record and look through (front | wrist); repeat "
+                             "for several (default front)")
+    parser.add_argument("--n-obs-steps", type=int, default=None,
+                        help="observation steps the policy conditions on (1)")
 
 
 def build_config(args: argparse.Namespace) -> DemoConfig:
     """Preset (default or ``--quick``) with the command line's overrides."""
-    overrides = {name: getattr(args, name) for name in _OVERRIDES}
+    overrides = {name: getattr(args, name, None) for name in _OVERRIDES}
+    if overrides["cameras"] is not None:
+        overrides["cameras"] = tuple(overrides["cameras"])
     if args.finetune:
         overrides["finetune"] = True
     if args.no_ensemble:

@@ -9,12 +9,21 @@ batch 16, 400 epochs, SmoothL1, horizon 10); diffusion = Table 10 (Adam 3e-4 cos
 batch 32, 3000 iterations, MSE, horizon 4). With a frozen encoder the image features are
 computed once and cached (``--cache-dir``), so training a head on a CPU is quick.
 
+Several cameras: repeat ``--camera`` (each goes through the same encoder; the order is the
+head's). ``--n-obs-steps`` stacks the last frames (default 1 for CNN-MLP, 2 for diffusion).
+Any config field can also be set as ``key=value`` (``head.<field>=value`` for the head); the
+saved ``train_config.json`` fed back with ``--config`` reproduces the run. Beside the policy:
+``best/`` (lowest validation loss), ``checkpoints/step_<n>/`` and ``tensorboard/``
+(``tensorboard --logdir <out>/tensorboard``).
+
 Example::
 
     theia train-policy --dataset data/door --policy cnn_mlp \
         --encoder theaiinstitute/theia-tiny-patch16-224-cddsv --horizon 10 --out runs/door
     theia train-policy --dataset data/drawer --policy diffusion --encoder ckpt/theia_small \
         --finetune --iters 3000 --out runs/drawer
+    theia train-policy --dataset data/door --camera front --camera wrist n_obs_steps=2 \
+        lr=3e-4 head.hidden_dim=512 --out runs/door2
 """
 
 from __future__ import annotations
@@ -28,16 +37,22 @@ from theia_ros.errors import TheiaError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset directory (LeRobot v3 layout)")
-    parser.add_argument("--policy", choices=["cnn_mlp", "diffusion"], default="cnn_mlp")
-    parser.add_argument("--encoder", default="theia_tiny",
+    # No argparse defaults below: a flag left out must not override the --config file.
+    parser.add_argument("--policy", choices=["cnn_mlp", "diffusion"], default=None,
+                        help="head type (default cnn_mlp)")
+    parser.add_argument("--encoder", default=None,
                         help="checkpoint dir, hub id, or registry name (theia_tiny|small|base: "
-                             "random init with --seed)")
+                             "random init with --seed; default theia_tiny)")
     parser.add_argument("--out", default=None, help="output/policy dir (default runs/<policy>)")
     parser.add_argument("--config", default=None,
                         help="YAML/JSON file of TrainConfig fields; command-line flags win")
     parser.add_argument("--finetune", action="store_true", default=None,
                         help="train the encoder too (lower LR, random-shift augmentation)")
-    parser.add_argument("--camera", default=None, help="dataset camera (default: first)")
+    parser.add_argument("--camera", dest="cameras", action="append", default=None,
+                        help="dataset camera (default: the first); repeat for several, in "
+                             "the order the head concatenates them")
+    parser.add_argument("--n-obs-steps", type=int, default=None,
+                        help="observation history length (default 1 cnn_mlp, 2 diffusion)")
     parser.add_argument("--horizon", type=int, default=None, help="action chunk length")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None)
@@ -54,39 +69,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ignore padded (repeated last action) steps in the loss")
     parser.add_argument("--val-fraction", type=float, default=None)
     parser.add_argument("--val-every", type=int, default=None, help="steps (0 = auto)")
-    parser.add_argument("--checkpoint-every", type=int, default=None, help="steps")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="steps between resumable state + policy snapshots")
+    parser.add_argument("--keep-checkpoints", type=int, default=None,
+                        help="policy snapshots kept under checkpoints/ (default 3)")
+    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                        help="TensorBoard logs in <out>/tensorboard (default on)")
     parser.add_argument("--head", default=None,
                         help='head config overrides as JSON, e.g. \'{"down_dims": [128, 256]}\'')
     parser.add_argument("--cache-dir", default=None, help="feature cache root")
     parser.add_argument("--no-cache", dest="cache_features", action="store_false",
                         default=None, help="recompute features every step")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--device", default=None, help="cpu | cuda | auto")
+    parser.add_argument("--device", default=None,
+                        help="auto (default: CUDA when present) | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch)")
     parser.add_argument("--no-resume", action="store_true", help="ignore train_state")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides (YAML values), e.g. lr=3e-4 head.hidden_dim=512")
 
 
-FLAG_FIELDS = ("dataset", "policy", "encoder", "out", "finetune", "camera", "horizon", "epochs",
-               "iters", "batch_size", "lr", "encoder_lr", "weight_decay", "augment", "shift_px",
-               "norm_mode", "mask_padding", "val_fraction", "val_every", "checkpoint_every",
-               "cache_dir", "cache_features", "seed", "device")
+FLAG_FIELDS = ("dataset", "policy", "encoder", "out", "finetune", "cameras", "n_obs_steps",
+               "horizon", "epochs", "iters", "batch_size", "lr", "encoder_lr", "weight_decay",
+               "augment", "shift_px", "norm_mode", "mask_padding", "val_fraction", "val_every",
+               "checkpoint_every", "keep_checkpoints", "tensorboard", "cache_dir",
+               "cache_features", "seed", "device")
 
 
 def config_from_args(args: argparse.Namespace):
-    """Config file (optional) overlaid by every flag that was given."""
-    from training.bc.config import TrainConfig
+    """Config file (optional), then ``key=value`` overrides, then every flag that was given."""
+    from training.bc.config import TrainConfig, apply_overrides
 
     values: dict = {}
     if args.config:
         values.update(_read_config(args.config))
+    apply_overrides(values, list(getattr(args, "overrides", None) or []))
     for name in FLAG_FIELDS:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
     if args.head:
         try:
-            values["head"] = {**values.get("head", {}), **json.loads(args.head)}
+            values["head"] = {**(values.get("head") or {}), **json.loads(args.head)}
         except json.JSONDecodeError as exc:
             raise TheiaError(f"--head: not valid JSON ({exc})") from exc
     if args.iters is not None:

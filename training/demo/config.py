@@ -42,6 +42,9 @@ class DemoConfig:
         video_episodes: held-out episodes drawn into the rollout video.
         backend: runtime backend for the evaluation (onnxruntime: the deploy path).
         threads: CPU threads for training and inference.
+        cameras: sim cameras recorded and looked through (``front``, ``wrist``), in the
+            policy's order.
+        n_obs_steps: observation steps the policy conditions on.
     """
 
     demos: int = 40
@@ -65,8 +68,20 @@ class DemoConfig:
     video_episodes: int = 2
     backend: str = "onnxruntime"
     threads: int = 2
+    cameras: tuple[str, ...] = ("front",)
+    n_obs_steps: int = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        from theia_ros.sim.scene import CAMERA_NAMES
+
+        bad = [c for c in self.cameras if c not in CAMERA_NAMES]
+        if not self.cameras or bad or len(set(self.cameras)) != len(self.cameras):
+            raise TheiaError(f"demo config: cameras {list(self.cameras)}: choose distinct ones "
+                             f"of {list(CAMERA_NAMES)}")
+        if not isinstance(self.n_obs_steps, int) or self.n_obs_steps < 1:
+            raise TheiaError(f"demo config: n_obs_steps must be an integer >= 1, got "
+                             f"{self.n_obs_steps!r}")
         for name in ("demos", "epochs", "batch_size", "horizon", "eval_episodes", "max_steps",
                      "replan_every", "threads"):
             value = getattr(self, name)
@@ -97,16 +112,18 @@ class DemoConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["cameras"] = list(self.cameras)
+        return d
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
 
-DATASET_FIELDS = ("demos", "demo_seed", "noise")
+DATASET_FIELDS = ("demos", "demo_seed", "noise", "cameras")
 POLICY_FIELDS = (*DATASET_FIELDS, "encoder", "finetune", "epochs", "iters", "batch_size",
-                 "lr", "horizon", "train_seed")
+                 "lr", "horizon", "train_seed", "n_obs_steps")
 BUNDLE_FIELDS = POLICY_FIELDS  # export has no settings of its own here
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from theia_ros.atomic import atomic_write_json
-from theia_ros.errors import TheiaError
 from training.demo.config import DemoConfig, stage_keys
 from training.demo.report import format_report, rate_entry, write_plot
 from training.demo.stages import StageBook
@@ -74,7 +73,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
         from training.demo.record import record_demos
 
         res = record_demos(paths["dataset"], config.demos, first_seed=config.demo_seed,
-                           noise=config.noise, show_progress=show_progress, log=log)
+                           noise=config.noise, cameras=config.cameras,
+                           show_progress=show_progress, log=log)
         log(f"  {res.episodes} demos, {res.frames} frames ({res.attempts} expert attempts)")
 
     def train() -> None:
@@ -90,7 +90,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
                           horizon=config.horizon, epochs=config.epochs, iters=config.iters,
                           batch_size=config.batch_size, lr=config.lr,
                           cache_dir=str(out / "cache" / "features"), seed=config.train_seed,
-                          checkpoint_every=100)
+                          checkpoint_every=100, cameras=config.cameras,
+                          n_obs_steps=config.n_obs_steps)
         res = train_policy(cfg, show_progress=show_progress)
         val = f", val loss {res.val_loss:.4f}" if res.val_loss is not None else ""
         log(f"  {res.step} steps, train loss {res.train_loss:.4f}{val}")
@@ -141,45 +142,56 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 def evaluate(config: DemoConfig, bundle: Path, video: Path | None,
              log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[float]]:
     """Run the bundle on held-out seeds through the control core; -> (summary, tick ms)."""
-    from theia_ros.evaluate.rollout import RunSettings, run_episodes
+    from theia_ros.evaluate.rollout import RunSettings
     from theia_ros.runtime import load
 
     runtime = load(bundle, backend=config.backend, threads=config.threads)
-    if runtime.meta.state_dim != 7 or runtime.meta.action_kind != "ee_delta":
-        raise TheiaError(f"{bundle}: not a sim WidowX policy (state_dim "
-                         f"{runtime.meta.state_dim}, action_kind {runtime.meta.action_kind})")
     settings = RunSettings(rate_hz=float(runtime.meta.control_rate_hz),
                            max_steps=config.max_steps, replan_every=config.replan_every,
                            temporal_ensemble=config.temporal_ensemble,
                            ensemble_m=config.ensemble_m, fast=config.fast)
     seeds = list(range(config.eval_seed, config.eval_seed + config.eval_episodes))
-
-    def show(ep) -> None:
-        log(f"  seed {ep.seed}: {ep.final_stage.lower():10s} door {ep.door_angle_deg:4.0f} deg, "
-            f"{ep.steps} steps, {ep.wall_s:.1f} s")
-
     try:
-        result = run_episodes(runtime, seeds, settings, image_size=runtime.meta.image_hw[0],
-                              video=video if config.video_episodes else None,
-                              video_episodes=config.video_episodes, on_episode=show)
+        return evaluate_runtime(runtime, settings, seeds,
+                                video if config.video_episodes else None,
+                                config.video_episodes, log)
     finally:
         runtime.close()
+
+
+def evaluate_runtime(runtime: Any, settings: Any, seeds: list[int], video: Path | None,
+                     video_episodes: int, log: Callable[[str], None] = print
+                     ) -> tuple[dict[str, Any], list[float]]:
+    """Episodes of a loaded runtime (bundle or policy folder) on ``seeds``; -> (the report's
+    ``evaluation`` section, control-step times in ms)."""
+    from theia_ros.evaluate.rollout import run_bundle
+
+    def show(ep) -> None:
+        fault = f"  FAULT {ep.fault}" if ep.fault else ""
+        log(f"  seed {ep.seed}: {ep.final_stage.lower():10s} door {ep.door_angle_deg:4.0f} deg, "
+            f"{ep.steps} steps, {ep.wall_s:.1f} s{fault}")
+
+    result = run_bundle(runtime, seeds, settings, video=video,
+                        video_episodes=video_episodes, on_episode=show)
     n = len(result.episodes)
     summary = result.summary()
     evaluation = {
         "episodes": n,
         "seeds": seeds,
-        "fast": config.fast,
+        "fast": settings.fast,
         "rate_hz": settings.rate_hz,
         "backend": runtime.backend,
+        "cameras": list(runtime.meta.cameras),
+        "n_obs_steps": runtime.meta.n_obs_steps,
         "settings": asdict(settings),
         "success": rate_entry(summary["success"], n),
         "stages": {"open": rate_entry(summary["reached_open"], n),
                    "fully_open": rate_entry(summary["reached_fully_open"], n)},
+        "faulted": summary["faulted"],
         "latency": {"tick_ms": summary["tick_ms"],
                     "command_latency_ms": summary["command_latency_ms"],
                     "policy_ms": summary["policy_ms"], "overruns": summary["overruns"]},
         "per_episode": [asdict(e) | {"success": e.success} for e in result.episodes],
     }
-    tick_ms = [] if config.fast else [1e3 * s for s in result.tick_s]
+    tick_ms = [] if settings.fast else [1e3 * s for s in result.tick_s]
     return evaluation, tick_ms

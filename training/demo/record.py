@@ -43,6 +43,7 @@ class RecordResult:
 
 def record_demos(root: str | Path, num_episodes: int, *, first_seed: int = 0,
                  image_size: int = 224, noise: bool = True, max_steps: int = 80,
+                 cameras: tuple[str, ...] = ("front",),
                  hold_frames: int = 3, show_progress: bool = True,
                  log: Callable[[str], None] = print) -> RecordResult:
     """Record (or finish recording) ``num_episodes`` successful expert demos into ``root``.
@@ -57,7 +58,7 @@ def record_demos(root: str | Path, num_episodes: int, *, first_seed: int = 0,
         raise TheiaError(f"demos: need at least 1 episode, got {num_episodes}")
     root = Path(root)
     t0 = time.perf_counter()
-    writer = open_writer(root, fps=5, image_size=image_size)
+    writer = open_writer(root, fps=5, image_size=image_size, cameras=cameras)
     seeds_path = root / SEEDS_FILE
     state = json.loads(seeds_path.read_text()) if seeds_path.exists() else \
         {"seeds": [], "attempts": 0}
@@ -72,7 +73,7 @@ def record_demos(root: str | Path, num_episodes: int, *, first_seed: int = 0,
                          f"has {writer.num_episodes} episodes; not a demo dataset, use a "
                          "new --out")
     seed = first_seed + state["attempts"]
-    robot = SimWidowX(seed=seed, image_size=image_size)
+    robot = SimWidowX(seed=seed, image_size=image_size, cameras=tuple(cameras))
     safety = SafetyFilter(SafetyLimits.wx250s())
     rec = EpisodeRecorder(robot, writer, safety, task=TASK)
     bar = tqdm(total=num_episodes, initial=writer.num_episodes, desc="record demos",

@@ -39,7 +39,7 @@ from theia_ros.runtime.bundle import (
     SUMS_FILE,
     write_sums,
 )
-from theia_ros.runtime.torch_modules import build_graphs, example_inputs
+from theia_ros.runtime.torch_modules import build_graphs, example_inputs, input_shapes
 from training.export import parity, trt_support
 from training.export.onnx_export import DEFAULT_OPSET, export_graph
 
@@ -79,37 +79,53 @@ class ExportOptions:
     trt: str = "auto"
 
 
-def dataset_pairs(root: str, camera: str, n: int) -> tuple[tuple[int, int],
-                                                            list[tuple[np.ndarray, np.ndarray]]]:
-    """Up to ``n`` (image [H, W, 3] u8, state [S]) pairs spread over the dataset's episodes."""
+Sample = tuple[dict[str, np.ndarray], np.ndarray]  # {camera: [T, H, W, 3] u8}, states [T, S]
+
+
+def dataset_pairs(root: str, cameras: str | tuple[str, ...], n: int, n_obs_steps: int = 1
+                  ) -> tuple[tuple[int, int], list[Sample]]:
+    """Up to ``n`` samples spread over the dataset's episodes: every camera's last
+    ``n_obs_steps`` frames (the episode's first repeated before its start) and states."""
     from theia_ros.dataset import STATE_KEY, EpisodeDataset, image_key
 
+    cameras = (cameras,) if isinstance(cameras, str) else tuple(cameras)
     ds = EpisodeDataset(root)
-    if camera not in ds.cameras:
+    missing = [c for c in cameras if c not in ds.cameras]
+    if missing:
         raise TheiaError(f"{root}: dataset has cameras {ds.cameras}, the policy looks through "
-                         f"{camera!r}")
+                         f"{list(cameras)}")
     if ds.num_episodes == 0:
         raise TheiaError(f"{root}: dataset has no episodes")
-    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    pairs: list[Sample] = []
     episodes = np.unique(np.linspace(0, ds.num_episodes - 1, min(n, ds.num_episodes)).astype(int))
     per = max(1, -(-n // len(episodes)))
     for e in episodes:
         ep = ds.episode(int(e))
-        frames, states = ep[image_key(camera)], ep[STATE_KEY]
-        for t in np.unique(np.linspace(0, len(frames) - 1, per).astype(int)):
-            pairs.append((np.ascontiguousarray(frames[t]), states[t].astype(np.float32)))
+        states = ep[STATE_KEY].astype(np.float32)
+        sizes = {c: tuple(ep[image_key(c)].shape[1:3]) for c in cameras}
+        if len(set(sizes.values())) != 1:
+            raise TheiaError(f"{root}: cameras have different image sizes {sizes}; one bundle "
+                             "takes one size for every camera")
+        for t in np.unique(np.linspace(0, len(states) - 1, per).astype(int)):
+            rows = np.maximum(np.arange(t - n_obs_steps + 1, t + 1), 0)
+            pairs.append(({c: np.ascontiguousarray(ep[image_key(c)][rows]) for c in cameras},
+                          states[rows]))
     pairs = pairs[:n]
-    return tuple(int(s) for s in pairs[0][0].shape[:2]), pairs
+    first = pairs[0][0][cameras[0]]
+    return (int(first.shape[1]), int(first.shape[2])), pairs
 
 
 def _random_pairs(policy: Policy, image_hw: tuple[int, int], n: int, seed: int
-                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+                  ) -> list[Sample]:
     """Random images and states around the training distribution (offset +- 2 scales)."""
     rng = np.random.default_rng(seed)
+    cfg = policy.config
     norm = policy.normalizer.state
     offset, scale = norm.offset.numpy(), norm.scale.numpy()
-    return [(rng.integers(0, 256, (*image_hw, 3), dtype=np.uint8),
-             (offset + scale * rng.uniform(-2, 2, offset.shape)).astype(np.float32))
+    steps = cfg.n_obs_steps
+    return [({c: rng.integers(0, 256, (steps, *image_hw, 3), dtype=np.uint8)
+              for c in cfg.cameras},
+             (offset + scale * rng.uniform(-2, 2, (steps, *offset.shape))).astype(np.float32))
             for _ in range(n)]
 
 
@@ -118,8 +134,9 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
                  ) -> dict[str, Any]:
     cfg, enc = policy.config, policy.encoder.config
     norm = policy.normalizer.to_dict()
-    shapes = {"image": [1, *image_hw, 3], "tokens": [1, enc.num_spatial_tokens, enc.embed_dim],
-              "state": [1, cfg.state_dim], "actions": [1, cfg.horizon, cfg.action_dim],
+    head_in = input_shapes(policy)
+    shapes = {"image": [1, *image_hw, 3], "tokens": list(head_in["tokens"]),
+              "state": list(head_in["state"]), "actions": [1, cfg.horizon, cfg.action_dim],
               "noisy": [1, cfg.horizon, cfg.action_dim], "timestep": [1],
               "model_output": [1, cfg.horizon, cfg.action_dim]}
     if cfg.type == "diffusion":
@@ -146,6 +163,7 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
             "action_dim": cfg.action_dim,
             "action_units": list(ACTION_UNITS),
             "horizon": cfg.horizon,
+            "n_obs_steps": cfg.n_obs_steps,
             "control_rate_hz": float(cfg.fps),
             "state_dim": cfg.state_dim,
             "state_layout": "arm joint positions (rad), then gripper open fraction",
@@ -153,6 +171,7 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
         },
         "camera": {"name": cfg.camera, "height": image_hw[0], "width": image_hw[1],
                    "encoding": "rgb8"},
+        "cameras": list(cfg.cameras),
         "encoder": {
             "id": cfg.encoder_source,
             "config": enc.to_dict(),
@@ -170,6 +189,7 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
             "action": norm["action"],
         },
         "inputs": {"topics": {"image": f"/{cfg.camera}/image_raw", "state": "/joint_states",
+                              **{f"image.{c}": f"/{c}/image_raw" for c in cfg.cameras},
                               **opts.topics}},
         "graphs": {name: io(name) for name in files},
         "export": {"opset": opts.opset, "exporter": opts.exporter,
@@ -227,7 +247,8 @@ def export_bundle(policy_dir: str | os.PathLike, out: str | os.PathLike,
     data_pairs: list[tuple[np.ndarray, np.ndarray]] = []
     image_hw = opts.image_hw
     if opts.dataset:
-        data_hw, data_pairs = dataset_pairs(opts.dataset, cfg.camera, opts.dataset_frames)
+        data_hw, data_pairs = dataset_pairs(opts.dataset, cfg.cameras, opts.dataset_frames,
+                                            cfg.n_obs_steps)
         if image_hw is not None and tuple(image_hw) != data_hw:
             raise TheiaError(f"--image-size {image_hw} disagrees with the dataset's "
                              f"{cfg.camera!r} camera size {data_hw}")
@@ -267,11 +288,11 @@ def export_bundle(policy_dir: str | os.PathLike, out: str | os.PathLike,
             sets = [("random#0", examples[name]),
                     ("random#1", example_inputs(policy, image_hw, seed=opts.seed + 1)[name])]
             if name in ("encoder", "fused"):
-                for i, (img, state) in enumerate(data_pairs[:2]):
-                    x = {"image": torch.from_numpy(img[None])}
+                for i, (views, states) in enumerate(data_pairs[:2]):
+                    x = {"image": torch.from_numpy(views[cfg.camera][-1][None])}
                     if name == "fused":
                         x["state"] = policy.normalizer.state.normalize(
-                            torch.from_numpy(state)[None])
+                            torch.from_numpy(states[-1])[None])
                     sets.append((f"dataset#{i}", x))
             input_sets[name] = sets
         results = parity.graph_parity(tmp, modules, input_sets)

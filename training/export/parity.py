@@ -80,21 +80,30 @@ def graph_parity(bundle_dir: Path, modules: dict[str, torch.nn.Module],
 
 
 def end_to_end_parity(bundle_dir: Path, policy: torch.nn.Module,
-                      pairs: list[tuple[str, np.ndarray, np.ndarray]], seed: int = 0
+                      pairs: list[tuple[str, np.ndarray | dict, np.ndarray]], seed: int = 0
                       ) -> list[ParityResult]:
-    """Runtime (onnxruntime) vs ``policy`` on (label, image [H, W, 3] u8, state [S]) pairs."""
+    """Runtime (onnxruntime) vs ``policy`` on (label, image, state) triples: image [H, W, 3]
+    u8 and state [S] for a one-view policy, else {camera: [T, H, W, 3]} and states [T, S]."""
     results = []
     with load(bundle_dir, backend="onnxruntime", verify=False, fused=False) as rt:
         meta = rt.meta
         for i, (label, image, state) in enumerate(pairs):
+            views = image if isinstance(image, dict) else {meta.camera: np.asarray(image)[None]}
+            states = np.asarray(state, np.float32)
+            states = states if states.ndim == 2 else states[None]
+            first = views[meta.camera][-1]
             with torch.inference_mode():
-                ref_tokens = policy.encoder.encode(image).numpy()
+                ref_tokens = policy.encoder.encode(first).numpy()
                 gen = torch.Generator().manual_seed(seed + i)
                 noise = torch.randn((1, meta.horizon, meta.action_dim), generator=gen).numpy()
                 gen = torch.Generator().manual_seed(seed + i)
-                ref_actions = policy.predict_action_chunk(image, state, generator=gen)[0].numpy()
-            tokens = rt.encode(image)
-            actions = rt.act(tokens, state, noise=noise)
+                ref_actions = policy.predict_action_chunk(
+                    {c: v[None] for c, v in views.items()}, states[None],
+                    generator=gen)[0].numpy()
+            tokens = rt.encode(first)
+            every = np.concatenate([rt.encode(views[c][t]) for t in range(meta.n_obs_steps)
+                                    for c in meta.cameras])  # time-major, like the head
+            actions = rt.act(every, states, noise=noise)
             results.append(ParityResult("tokens (encode)", label, _err(tokens, ref_tokens)))
             results.append(ParityResult("actions (physical)", label, _err(actions, ref_actions)))
     return results
