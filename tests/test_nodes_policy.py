@@ -128,15 +128,16 @@ IMPOSSIBLE_JOINT_STATES = [
 ]
 
 
-def _holds_then_resumes(harness, inject, clear, reason: str) -> None:
+def _holds_then_resumes(harness, inject, clear, reason: str, grace_s: float = 0.3) -> None:
     """Inject bad sensor data: the node holds (no commands, no fault) and counts it; clear
-    it: commands come out again."""
+    it: commands come out again. ``grace_s``: how long data from before the injection may
+    still be acted on (a tick already under way: one 0.2 s period plus delivery)."""
     holds0 = int(harness.node.status()[2].get(f"holds.{reason}", 0))
     inject()
     t_bad = time.monotonic()
-    time.sleep(0.6)
+    time.sleep(grace_s + 0.6)
     t_good = time.monotonic()
-    late = [t for t in harness.actions_since(t_bad + 0.15) if t < t_good]
+    late = [t for t in harness.actions_since(t_bad + grace_s) if t < t_good]
     _, message, values = harness.node.status()
     clear()
     assert late == [], f"commands sent on bad sensor data ({reason})"
@@ -161,7 +162,8 @@ def test_negative_header_stamp_is_never_fresh(harness) -> None:
     def clear() -> None:
         harness.feed.stamp_override = None
 
-    _holds_then_resumes(harness, inject, clear, "stale_image")
+    # the last good frame stays fresh for max_image_age_s (0.3 s), then one more period
+    _holds_then_resumes(harness, inject, clear, "stale_image", grace_s=0.6)
 
 
 def test_pause_start_stop_services(harness) -> None:
