@@ -123,7 +123,8 @@ class Policy(nn.Module):
     # --- features ---------------------------------------------------------------------------
     def encode(self, images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 images (any layout ``policies.preprocess`` accepts) -> ``[B, C, 14, 14]``."""
-        x = preprocess(images_u8, size=self.encoder.config.img_size)
+        cfg = self.encoder.config
+        x = preprocess(images_u8, size=cfg.img_size, resize=cfg.resize)
         return self.encoder.forward_spatial(x.to(self._device()))
 
     @staticmethod

@@ -23,10 +23,11 @@ HORIZON = 4
 IMAGE_HW = (40, 56)  # not 224: the in-graph resize is exercised
 
 
-def make_policy(kind: str, seed: int = 0) -> Policy:
+def make_policy(kind: str, seed: int = 0, resize: str = "antialias") -> Policy:
     """A tiny random ``cnn_mlp`` or ``diffusion`` policy with non-trivial normalisation."""
     torch.manual_seed(seed)
-    enc = TheiaEncoder(EncoderConfig(name="theia_test", embed_dim=32, depth=1, num_heads=2))
+    enc = TheiaEncoder(EncoderConfig(name="theia_test", embed_dim=32, depth=1, num_heads=2,
+                                     resize=resize))
     rng = np.random.default_rng(seed)
     states = rng.normal(0.3, 0.5, (64, STATE_DIM))
     actions = rng.normal(0.0, 0.02, (64, 7))
@@ -44,9 +45,9 @@ def make_policy(kind: str, seed: int = 0) -> Policy:
 
 
 def make_bundle(tmp: Path, kind: str, exporter: str = "torchscript", fused: bool = False,
-                **opts: object) -> tuple[Path, Path, list]:
+                resize: str = "antialias", **opts: object) -> tuple[Path, Path, list]:
     """Save a tiny policy under ``tmp`` and export it; -> (policy dir, bundle dir, parity)."""
-    policy_dir = save_policy(make_policy(kind), tmp / f"policy_{kind}")
+    policy_dir = save_policy(make_policy(kind, resize=resize), tmp / f"policy_{kind}")
     out, results = export_bundle(policy_dir, tmp / f"bundle_{kind}",
                                  ExportOptions(image_hw=opts.pop("image_hw", IMAGE_HW),
                                                exporter=exporter, fused=fused, **opts),

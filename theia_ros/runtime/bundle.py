@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.resize_weights import LEGACY_RESIZE, check_resize_mode
 
 BUNDLE_YAML = "bundle.yaml"
 SUMS_FILE = "SHA256SUMS"
@@ -140,6 +141,9 @@ class BundleMeta:
     num_inference_steps: int = 0  # diffusion only
     cond_dim: int = 0  # diffusion only
     topics: dict[str, str] = field(default_factory=dict)
+    # how the encoder graph resizes camera frames (``policies.preprocess``); bundles that
+    # do not say were exported with ``bilinear``
+    resize_mode: str = LEGACY_RESIZE
     raw: dict[str, Any] = field(default_factory=dict)  # the whole bundle.yaml
 
     def graph_path(self, name: str) -> Path:
@@ -172,6 +176,14 @@ def _norm(d: dict, where: str, dim: int) -> Normalization:
     if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise TheiaError(f"{where}: offset must be finite and scale finite and > 0")
     return Normalization(offset, scale)
+
+
+def _resize_mode(enc: dict, where: str) -> str:
+    """``encoder.preprocess.resize_mode``, else the encoder config's, else the legacy mode."""
+    pre = enc.get("preprocess") if isinstance(enc.get("preprocess"), dict) else {}
+    cfg = enc.get("config") if isinstance(enc.get("config"), dict) else {}
+    mode = pre.get("resize_mode", cfg.get("resize", LEGACY_RESIZE))
+    return check_resize_mode(mode, f"{where}: encoder.preprocess.resize_mode")
 
 
 def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
@@ -221,6 +233,7 @@ def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
     state_dim = _get(pol, "state_dim", f"{where}: policy", int)
     action_dim = _get(pol, "action_dim", f"{where}: policy", int)
     norm = _get(raw, "normalization", where, dict)
+    resize_mode = _resize_mode(enc, where)
     diff = raw.get("diffusion") or {}
     if ptype == "diffusion":
         for key in ("scheduler", "num_inference_steps", "cond_dim"):
@@ -249,5 +262,6 @@ def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
         num_inference_steps=int(diff.get("num_inference_steps") or 0),
         cond_dim=int(diff.get("cond_dim") or 0),
         topics=dict(raw.get("inputs", {}).get("topics") or {}),
+        resize_mode=resize_mode,
         raw=raw,
     )

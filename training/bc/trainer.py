@@ -199,7 +199,8 @@ class BCTrainer:
         dev = self.device
         obs = batch["obs"]
         if obs.dtype == np.uint8:
-            x = preprocess(obs, size=self.policy.encoder.config.img_size).to(dev)
+            cfg = self.policy.encoder.config
+            x = preprocess(obs, size=cfg.img_size, resize=cfg.resize).to(dev)
             if train and self.cfg.augment:
                 x = random_shift(x, self.cfg.shift_px)
             with torch.set_grad_enabled(train and self.cfg.finetune):

@@ -74,12 +74,13 @@ def encode_images(encoder: TheiaEncoder, images: Sequence[np.ndarray], batch_siz
     if batch_size < 1:
         raise TheiaError(f"--batch-size must be >= 1, got {batch_size}")
     param = next(encoder.parameters())
+    size, mode = encoder.config.img_size, encoder.config.resize
     out = []
     with torch.no_grad():
         for start in tqdm(range(0, len(images), batch_size), desc="encode", unit="batch",
                           disable=len(images) <= batch_size):
             # Preprocess one by one (sizes differ), then one batched forward pass.
-            x = torch.cat([preprocess(img, size=encoder.config.img_size)
+            x = torch.cat([preprocess(img, size=size, resize=mode)
                            for img in images[start:start + batch_size]])
             out.append(encoder.forward_features(x.to(param.device, param.dtype)).float().cpu())
     return torch.cat(out).numpy()
