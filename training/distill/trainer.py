@@ -59,7 +59,7 @@ from training.distill.loader import (
     to_device,
 )
 from training.distill.loss import distill_loss, token_cosine
-from training.distill.stats import TeacherStats
+from training.distill.stats import TeacherStats, load_stats
 from training.distill.teachers import (
     Teacher,
     build_teachers,
@@ -351,12 +351,14 @@ def train(cfg: DistillConfig) -> Path | None:
     teachers = None
     if cfg.data.cache is None:
         teachers = build_teachers(cfg.model.teachers, pretrained=not cfg.model.tiny_teachers,
-                                  tiny=cfg.model.tiny_teachers, device=env.device)
+                                  tiny=cfg.model.tiny_teachers, device=env.device,
+                                  inputs=cfg.model.teacher_inputs)
     shapes = _expected_shapes(cfg, teachers)
-    stats = TeacherStats.load(cfg.data.stats)
+    stats = load_stats(cfg.data.stats, cfg.model.teacher_inputs, list(shapes))
     stats.check(shapes, cfg.data.stats)
     stats = stats.subset(shapes)
-    cache = (FeatureCache(cfg.data.cache, shapes, images, stats.hash())
+    cache = (FeatureCache(cfg.data.cache, shapes, images, stats.hash(),
+                          cfg.model.teacher_inputs)
              if cfg.data.cache is not None else None)
     norm = stats.torch_mean_std(env.device)
 
@@ -455,7 +457,7 @@ def train(cfg: DistillConfig) -> Path | None:
             _log_eval(evaluate(model, env, reader, val_ranges, teachers, norm, amp), out,
                       step, writer, env)
         if env.is_main:
-            result = save_theia(model, out / "final")
+            result = save_theia(model, out / "final", training=cfg.checkpoint_record())
     if writer is not None:
         writer.close()
     _barrier(env)
