@@ -6,6 +6,8 @@ torch. The processors are built here from the facts of ``facebook/deit-*-patch16
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -14,7 +16,12 @@ import torch.nn.functional as F
 
 from policies.preprocess import preprocess
 from theia_ros.errors import TheiaError
-from theia_ros.runtime.resize_weights import axis_weights, check_resize_mode, resize_uint8
+from theia_ros.runtime.resize_weights import (
+    axis_weights,
+    check_resize_mode,
+    polyphase,
+    resize_uint8,
+)
 from theia_ros.runtime.torch_resize import AntialiasResize
 from theia_ros.runtime.torch_resize import resize_uint8 as torch_resize_uint8
 from training.export.onnx_export import export_graph
@@ -119,16 +126,36 @@ def test_axis_weights_are_an_averaging_band() -> None:
         check_resize_mode("area", "bundle.yaml")
 
 
-@pytest.mark.parametrize("in_hw", CAMERA_SIZES)
-def test_exported_resize_equals_torch_and_numpy(tmp_path, in_hw) -> None:
+@pytest.mark.parametrize(("in_hw", "exporter"), [
+    ((480, 640), "dynamo"), ((720, 1280), "torchscript"), ((96, 128), "torchscript"),
+    ((37, 500), "torchscript")])  # 37 -> 224 has no phase structure: a plain matrix product
+def test_exported_resize_equals_torch_and_numpy(tmp_path, in_hw, exporter) -> None:
     module = AntialiasResize(in_hw, 224).eval()
+    assert (module.height.plan is None) == (in_hw[0] == 37)
     frame = camera_frame(*in_hw, "textured", seed=3)
     x = torch.from_numpy(frame[None])
     path = export_graph(module, {"image": x}, "pixels", tmp_path / "resize.onnx",
-                        exporter="torchscript")
+                        exporter=exporter)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"image": frame[None]})
     with torch.no_grad():
         ref = module(x).numpy()
     np.testing.assert_array_equal(out, ref)  # exact sums: the same bits on both runtimes
     np.testing.assert_array_equal(out[0].transpose(1, 2, 0), resize_uint8(frame, (224, 224)))
+
+
+def test_polyphase_is_the_matrix() -> None:
+    for in_size, out_size in ((640, 224), (720, 224), (96, 224), (224, 1024), (1080, 224)):
+        plan = polyphase(in_size, out_size)
+        assert plan is not None and plan.head + plan.tail <= 4  # only the edges are special
+        support = math.ceil(max(in_size / out_size, 1.0))
+        assert plan.kernel_size <= plan.stride + 2 * support + 1  # one group's taps, not a row
+        rebuilt = np.zeros((out_size, in_size + 2 * plan.kernel_size), np.float32)
+        for j in range(plan.head, out_size - plan.tail):
+            m, r = divmod(j, plan.phases)
+            first = m * plan.stride + plan.start + plan.kernel_size
+            rebuilt[j, first:first + plan.kernel_size] = plan.taps[r]
+        body = slice(plan.head, out_size - plan.tail)
+        np.testing.assert_array_equal(rebuilt[body, plan.kernel_size:-plan.kernel_size],
+                                      axis_weights(in_size, out_size)[body])
+    assert polyphase(37, 224) is None  # one group: nothing to share

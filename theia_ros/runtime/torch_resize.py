@@ -1,10 +1,12 @@
 """The two resizes of an encoder's input, as torch modules that export to plain ONNX.
 
-``antialias`` (the default, ``AntialiasResize``): the published processors' antialiased kernel
-as two small matrix products with the weights of ``resize_weights`` and a uint8 rounding
-after each (MatMul, Floor, Clip in the graph). The weights make every sum an exact float32,
-so torch and onnxruntime agree bit for bit (TensorRT multiplies in TF32/fp16 unless told
-otherwise, which moves some pixels by one grey level).
+``antialias`` (the default): the published processors' antialiased kernel with the weights of
+``resize_weights`` and a uint8 rounding after each pass. ``resize_uint8`` (for
+``policies.preprocess``, any batch and device) is two matrix products; ``AntialiasResize``
+(in the encoder graph) does the same sums as strided convolutions (Conv, MatMul, Floor, Clip
+in the graph). The weights make every sum an exact float32, so torch and onnxruntime agree
+bit for bit (TensorRT multiplies in TF32/fp16 unless told otherwise, which moves some pixels
+by one grey level).
 
 ``bilinear`` (bundles exported before the antialiased resize, ``BilinearResizeNHWC``): torch's
 plain bilinear resize written as two gathers. Why not ONNX ``Resize``: it computes source
@@ -25,11 +27,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from theia_ros.runtime.resize_weights import axis_weights
+from theia_ros.runtime.resize_weights import axis_weights, polyphase
 
 
 def axis_table(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor,
@@ -125,13 +128,74 @@ def resize_uint8(x: torch.Tensor, out_hw: tuple[int, int], kernel: str = "biline
     return y.to(torch.float32)
 
 
+class _AxisResize(nn.Module):
+    """One axis of ``AntialiasResize`` on ``[N, H, W]`` floats: ``axis`` -1 (width) or -2.
+
+    A strided convolution (``resize_weights.Polyphase``) where the sizes allow it, plus small
+    matrix products for the few edge outputs; else one matrix product. The weights are the
+    same either way, so the result is too, bit for bit.
+    """
+
+    def __init__(self, in_size: int, out_size: int, axis: int):
+        super().__init__()
+        self.axis, self.in_size, self.out_size = axis, in_size, out_size
+        plan = polyphase(in_size, out_size)
+        self.plan = plan
+        if plan is None:
+            self.register_buffer("matrix", torch.from_numpy(
+                axis_weights(in_size, out_size).copy()), persistent=False)
+            return
+        q, k = plan.phases, plan.kernel_size
+        shape = (q, 1, 1, k) if axis == -1 else (q, 1, k, 1)
+        self.register_buffer("taps", torch.from_numpy(plan.taps.copy()).reshape(shape),
+                             persistent=False)
+        # The convolution's own zero padding (no padded copy of the image): ``pad`` on both
+        # sides, the smallest that covers both edges with conv window c starting at true
+        # group c - skip's window, m * stride + start.
+        before = -plan.start
+        after = (plan.groups - 1) * plan.stride + plan.start + k - in_size
+        self.pad = max(before, after, 0)
+        self.pad += (before - self.pad) % plan.stride
+        self.skip = (self.pad - before) // plan.stride
+        rows = plan.matrix
+        head, tail = plan.head, plan.tail
+        self.head_cols = int(np.flatnonzero(rows[:head].any(0)).max()) + 1 if head else 0
+        self.tail_from = int(np.flatnonzero(rows[out_size - tail:].any(0)).min()) if tail else 0
+        self.register_buffer("head_rows", torch.from_numpy(
+            rows[:head, :self.head_cols].copy()), persistent=False)
+        self.register_buffer("tail_rows", torch.from_numpy(
+            rows[out_size - tail:, self.tail_from:].copy()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plan is None:
+            return x @ self.matrix.T if self.axis == -1 else self.matrix @ x
+        plan, n = self.plan, x.shape[0]
+        groups = slice(self.skip, self.skip + plan.groups)
+        if self.axis == -1:
+            y = F.conv2d(x.unsqueeze(1), self.taps, stride=(1, plan.stride),
+                         padding=(0, self.pad))[..., groups]  # [N, q, H, groups]
+            y = y.permute(0, 2, 3, 1).reshape(n, x.shape[1], self.out_size)
+            parts = [x[..., :self.head_cols] @ self.head_rows.T,
+                     y[..., plan.head:self.out_size - plan.tail],
+                     x[..., self.tail_from:] @ self.tail_rows.T]
+            return torch.cat([p for p in parts if p.shape[-1]], dim=-1)
+        y = F.conv2d(x.unsqueeze(1), self.taps, stride=(plan.stride, 1),
+                     padding=(self.pad, 0))[:, :, groups]  # [N, q, groups, W]
+        y = y.permute(0, 2, 1, 3).reshape(n, self.out_size, x.shape[2])
+        parts = [self.head_rows @ x[:, :self.head_cols], y[:, plan.head:self.out_size - plan.tail],
+                 self.tail_rows @ x[:, self.tail_from:]]
+        return torch.cat([p for p in parts if p.shape[-2]], dim=-2)
+
+
 class AntialiasResize(nn.Module):
     """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, out, out]`` holding whole numbers 0..255.
 
     The published processors' antialiased bilinear resize (see ``resize_weights``) for a fixed
     input size, as it goes into the encoder graph: permute (on uint8, 4x less memory than on
-    float), then width and height matrix products, each followed by ``floor(x + 0.5)`` and a
-    clip, i.e. a uint8 rounding.
+    float), then the width and the height pass, each followed by ``floor(x + 0.5)`` and a
+    clip, i.e. a uint8 rounding. Each pass is a strided convolution over the sub-pixel phases
+    (``Polyphase``: only the taps each output uses; a dense matrix product at 720 x 1280
+    costs more than the ViT-Tiny it feeds) with a small matrix product at the edges.
 
     Args:
         in_hw: the input height and width the weights are built for.
@@ -142,15 +206,15 @@ class AntialiasResize(nn.Module):
         super().__init__()
         self.in_hw = (int(in_hw[0]), int(in_hw[1]))
         self.out_size = int(out_size)
-        width = torch.from_numpy(axis_weights(self.in_hw[1], out_size).T.copy())
-        height = torch.from_numpy(axis_weights(self.in_hw[0], out_size).copy())
-        self.register_buffer("width_t", width, persistent=False)  # [W, out]
-        self.register_buffer("height", height, persistent=False)  # [out, H]
+        self.width = (_AxisResize(self.in_hw[1], out_size, -1)
+                      if self.in_hw[1] != out_size else None)
+        self.height = (_AxisResize(self.in_hw[0], out_size, -2)
+                       if self.in_hw[0] != out_size else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, H, W]
-        if self.in_hw[1] != self.out_size:
-            x = torch.clamp(torch.floor(x @ self.width_t + 0.5), 0.0, 255.0)
-        if self.in_hw[0] != self.out_size:
-            x = torch.clamp(torch.floor(self.height @ x + 0.5), 0.0, 255.0)
-        return x
+        b = x.shape[0]
+        x = x.permute(0, 3, 1, 2).to(torch.float32).reshape(b * 3, *self.in_hw)
+        for resize in (self.width, self.height):
+            if resize is not None:
+                x = torch.clamp(torch.floor(resize(x) + 0.5), 0.0, 255.0)
+        return x.reshape(b, 3, self.out_size, self.out_size)
