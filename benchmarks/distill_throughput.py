@@ -82,7 +82,8 @@ def make_data(root: Path, n: int, shard_size: int, shapes: dict[str, tuple[int, 
         _done_marker(cache_dir, s).write_text("ok\n")
     finalize_index(img_dir)
     shards = ImageShards(img_dir)
-    write_json_atomic(cache_dir / "manifest.json", _manifest(shards, shapes, "synthetic"))
+    write_json_atomic(cache_dir / "manifest.json",
+                      _manifest(shards, shapes, "synthetic", "published"))
     return shards, cache_dir, base_dir
 
 

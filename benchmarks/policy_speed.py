@@ -73,7 +73,8 @@ def training_throughput(kind: str, batch: int, repeats: int, encoder_name: str
 
     def from_images() -> None:
         with torch.no_grad():
-            feats = policy.encoder.forward_features(preprocess(images))
+            cfg = policy.encoder.config
+            feats = policy.encoder.forward_features(preprocess(images, resize=cfg.resize))
         step(feats)
 
     # Interleaved, so both sides see the same background load of a shared machine.

@@ -10,7 +10,8 @@ Our format is a directory with two files::
                          "teachers": [{"hub_id": ..., "shape": [C, H, W]}, ...],
                          "translator_hidden_factor": 1.0,
                          "feature_stats": [hub ids whose statistics are stored],
-                         "preprocess": how images must be prepared}
+                         "preprocess": how images must be prepared (resize_mode ...),
+                         "training": how it was made (optional)}
 
 An encoder-only checkpoint is the same with ``"teachers": []``.
 
@@ -48,6 +49,7 @@ from policies.teacher_specs import teacher_id
 from policies.translators import TheiaModel
 from theia_ros.atomic import atomic_write as _atomic_write
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.resize_weights import RESIZE_MODES
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -104,8 +106,12 @@ def load_theia(path_or_id: str | os.PathLike) -> TheiaModel:
     return model.eval()
 
 
-def save_theia(model: TheiaModel | TheiaEncoder, path: str | os.PathLike) -> Path:
+def save_theia(model: TheiaModel | TheiaEncoder, path: str | os.PathLike,
+               training: Mapping | None = None) -> Path:
     """Write ``model`` (with or without translators) to directory ``path`` in our format.
+
+    ``training``: how the model was made (e.g. the distillation's teacher inputs and
+    statistics), recorded as ``config.json["training"]``.
 
     Each file is written to a temporary name and renamed, so a crash never leaves a
     half-written ``model.safetensors`` or ``config.json`` under the final name.
@@ -130,8 +136,11 @@ def save_theia(model: TheiaModel | TheiaEncoder, path: str | os.PathLike) -> Pat
         "teachers": teachers,
         "translator_hidden_factor": hidden_factor,
         "feature_stats": stats,
-        "preprocess": {"input": "uint8 RGB", "resize": "bilinear, align_corners=False",
-                       "size": IMAGE_SIZE, "scale": "1/255", "mean": MEAN, "std": STD},
+        "preprocess": {"input": "uint8 RGB", "resize_mode": encoder_config.resize,
+                       "resize": RESIZE_MODES[encoder_config.resize],
+                       "size": encoder_config.img_size, "scale": "1/255", "mean": MEAN,
+                       "std": STD},
+        **({"training": dict(training)} if training else {}),
     }
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone()
                for k, v in state.items()}

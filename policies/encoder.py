@@ -26,6 +26,7 @@ from torch import nn
 
 from policies.preprocess import ColorOrder, preprocess
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.resize_weights import DEFAULT_RESIZE, LEGACY_RESIZE, check_resize_mode
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class EncoderConfig:
         img_size: input side in pixels.
         patch_size: patch side in pixels.
         ln_eps: LayerNorm epsilon (1e-12 to match the published checkpoints).
+        resize: how images of another size are resized to ``img_size``: ``antialias`` (the
+            published processor's kernel, the default) or ``bilinear`` (plain, what
+            theia-ros used before; configs saved without this field mean it). See
+            ``policies.preprocess``.
     """
 
     name: str = "theia_tiny"
@@ -51,6 +56,10 @@ class EncoderConfig:
     img_size: int = 224
     patch_size: int = 16
     ln_eps: float = 1e-12
+    resize: str = DEFAULT_RESIZE
+
+    def __post_init__(self) -> None:
+        check_resize_mode(self.resize, "encoder config resize")
 
     @property
     def grid(self) -> int:
@@ -66,11 +75,12 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> EncoderConfig:
+        """A saved config; one without ``resize`` predates it and so used ``bilinear``."""
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise TheiaError(f"unknown encoder config fields: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{"resize": LEGACY_RESIZE, **d})
 
 
 class TheiaEncoder(nn.Module):
@@ -113,7 +123,7 @@ class TheiaEncoder(nn.Module):
     def encode(self, images: np.ndarray | torch.Tensor, color: ColorOrder | None = None
                ) -> torch.Tensor:
         """uint8 images (any accepted layout, see ``policies.preprocess``) -> ``[B, 196, C]``."""
-        x = preprocess(images, color, self.config.img_size)
+        x = preprocess(images, color, self.config.img_size, self.config.resize)
         param = next(self.parameters())
         return self.forward_features(x.to(device=param.device, dtype=param.dtype))
 

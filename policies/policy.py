@@ -155,7 +155,8 @@ class Policy(nn.Module):
     # --- features ---------------------------------------------------------------------------
     def encode(self, images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 images (any layout ``policies.preprocess`` accepts) -> ``[B, C, 14, 14]``."""
-        x = preprocess(images_u8, size=self.encoder.config.img_size)
+        cfg = self.encoder.config
+        x = preprocess(images_u8, size=cfg.img_size, resize=cfg.resize)
         return self.encoder.forward_spatial(x.to(self._device()))
 
     def encode_views(self, images: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:

@@ -3,10 +3,19 @@
 What the published Theia models expect (and what we do, in this order):
 
 1. uint8 RGB, 0..255, laid out ``[H, W, 3]``, ``[B, H, W, 3]`` or ``[B, 3, H, W]``;
-2. scaled to [0, 1] as float32;
-3. resized to 224 x 224, bilinear, ``align_corners=False``, no antialiasing (the same maths
-   as ONNX ``Resize`` linear / half_pixel, so exported graphs match);
-4. normalised with mean = std = 0.5, i.e. mapped to [-1, 1].
+2. resized to 224 x 224 (no crop), by one of two resize modes (``EncoderConfig.resize``):
+
+   - ``antialias`` (default): the kernel of the Hugging Face processor the published models
+     were trained with (``facebook/deit-*-patch16-224``: antialiased bilinear, uint8-rounded
+     after the width and after the height pass; see ``theia_ros.runtime.resize_weights``).
+     Matches that processor to within one grey level for any camera size (bit for bit up
+     to a 4x downscale);
+   - ``bilinear``: plain bilinear, ``align_corners=False``, no antialiasing, on [0, 1] floats
+     (what theia-ros did before; kept for policies and bundles made with it);
+
+3. scaled to [0, 1] and normalised with mean = std = 0.5, i.e. mapped to [-1, 1].
+
+The same maths is inside every exported encoder graph (``theia_ros.runtime.torch_resize``).
 
 Grey, RGBA and BGR(A) inputs are converted only when the caller names the colour order;
 anything else that is not 3-channel RGB is a clear error.
@@ -23,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.resize_weights import DEFAULT_RESIZE, check_resize_mode
+from theia_ros.runtime.torch_resize import resize_uint8
 
 ColorOrder = Literal["rgb", "bgr", "rgba", "bgra", "gray"]
 IMAGE_SIZE = 224
@@ -89,18 +100,27 @@ def to_nchw_uint8(images: np.ndarray | torch.Tensor, color: ColorOrder | None = 
     return x.contiguous()
 
 
-def normalize_uint8(x: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """uint8 RGB ``[B, 3, H, W]`` -> float ``[B, 3, size, size]`` in [-1, 1] (steps 2-4)."""
-    x = x.float() / 255.0
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+def normalize_uint8(x: torch.Tensor, size: int = IMAGE_SIZE, resize: str = DEFAULT_RESIZE
+                    ) -> torch.Tensor:
+    """uint8 RGB ``[B, 3, H, W]`` -> float ``[B, 3, size, size]`` in [-1, 1] (steps 2-3)."""
+    if x.shape[-2:] == (size, size):
+        x = x.float() / 255.0
+    elif check_resize_mode(resize) == "antialias":
+        x = resize_uint8(x, (size, size)) / 255.0
+    else:
+        x = F.interpolate(x.float() / 255.0, size=(size, size), mode="bilinear",
+                          align_corners=False)
     return (x - MEAN) / STD
 
 
 def preprocess(images: np.ndarray | torch.Tensor, color: ColorOrder | None = None,
-               size: int = IMAGE_SIZE) -> torch.Tensor:
-    """uint8 images in any accepted layout -> model input ``[B, 3, size, size]`` float32."""
-    return normalize_uint8(to_nchw_uint8(images, color), size)
+               size: int = IMAGE_SIZE, resize: str = DEFAULT_RESIZE) -> torch.Tensor:
+    """uint8 images in any accepted layout -> model input ``[B, 3, size, size]`` float32.
+
+    ``resize``: ``antialias`` or ``bilinear`` (see the module docstring); callers with an
+    encoder pass its ``config.resize``.
+    """
+    return normalize_uint8(to_nchw_uint8(images, color), size, resize)
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

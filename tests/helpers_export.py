@@ -24,11 +24,12 @@ IMAGE_HW = (40, 56)  # not 224: the in-graph resize is exercised
 
 
 def make_policy(kind: str, seed: int = 0, cameras: tuple[str, ...] = ("front",),
-                n_obs_steps: int = 1) -> Policy:
+                n_obs_steps: int = 1, resize: str = "antialias") -> Policy:
     """A tiny random ``cnn_mlp`` or ``diffusion`` policy with non-trivial normalisation."""
     views = {"num_views": len(cameras) * n_obs_steps, "n_obs_steps": n_obs_steps}
     torch.manual_seed(seed)
-    enc = TheiaEncoder(EncoderConfig(name="theia_test", embed_dim=32, depth=1, num_heads=2))
+    enc = TheiaEncoder(EncoderConfig(name="theia_test", embed_dim=32, depth=1, num_heads=2,
+                                     resize=resize))
     rng = np.random.default_rng(seed)
     states = rng.normal(0.3, 0.5, (64, STATE_DIM))
     actions = rng.normal(0.0, 0.02, (64, 7))
@@ -48,10 +49,10 @@ def make_policy(kind: str, seed: int = 0, cameras: tuple[str, ...] = ("front",),
 
 def make_bundle(tmp: Path, kind: str, exporter: str = "torchscript", fused: bool = False,
                 cameras: tuple[str, ...] = ("front",), n_obs_steps: int = 1,
-                **opts: object) -> tuple[Path, Path, list]:
+                resize: str = "antialias", **opts: object) -> tuple[Path, Path, list]:
     """Save a tiny policy under ``tmp`` and export it; -> (policy dir, bundle dir, parity)."""
-    policy_dir = save_policy(make_policy(kind, cameras=cameras, n_obs_steps=n_obs_steps),
-                             tmp / f"policy_{kind}")
+    policy = make_policy(kind, cameras=cameras, n_obs_steps=n_obs_steps, resize=resize)
+    policy_dir = save_policy(policy, tmp / f"policy_{kind}")
     out, results = export_bundle(policy_dir, tmp / f"bundle_{kind}",
                                  ExportOptions(image_hw=opts.pop("image_hw", IMAGE_HW),
                                                exporter=exporter, fused=fused, **opts),

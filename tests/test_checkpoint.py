@@ -87,6 +87,40 @@ def test_load_encoder_from_published_and_encode(published_cddsv) -> None:
     torch.testing.assert_close(enc.encode(images), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_published_import_end_to_end_from_a_camera_frame(published_cddsv) -> None:
+    """uint8 480x640 frame -> the DeiT processor (built from its preprocessor_config facts)
+    -> transformers ViTModel, layer by layer, vs the same frame through our encoder."""
+    from transformers import ViTImageProcessor
+
+    directory, sd = published_cddsv
+    enc = load_encoder(directory)
+    assert enc.config.resize == "antialias"  # published models: the processor's resize
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:480, 0:640]
+    frame = (120 + 80 * np.sign(np.sin(xx / 1.9 + yy / 3.1))[..., None]
+             + rng.normal(0, 15, (480, 640, 3))).clip(0, 255).astype(np.uint8)
+    processor = ViTImageProcessor(do_resize=True, size={"height": 224, "width": 224},
+                                  resample=2, do_center_crop=False, do_rescale=True,
+                                  rescale_factor=1 / 255, do_normalize=True,
+                                  image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    ref_pixels = processor(frame, return_tensors="pt")["pixel_values"]
+    ours_pixels = preprocess(frame, resize=enc.config.resize)
+    torch.testing.assert_close(ours_pixels, ref_pixels, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        ref = reference_vit("tiny", sd)(pixel_values=ref_pixels, output_hidden_states=True)
+        layers = enc.backbone.forward_intermediates(ours_pixels, norm=False, output_fmt="NLC",
+                                                    intermediates_only=True)
+        tokens = enc.encode(frame)
+    assert len(layers) == len(ref.hidden_states) - 1 == 12
+    for i, layer in enumerate(layers):  # every block's spatial tokens
+        torch.testing.assert_close(layer, ref.hidden_states[i + 1][:, 1:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(tokens, ref.last_hidden_state[:, 1:], atol=1e-5, rtol=1e-5)
+    # the plain bilinear resize feeds the network something else
+    with torch.no_grad():
+        old = enc.forward_features(preprocess(frame, resize="bilinear"))
+    assert (old - tokens).abs().max() > 1e-2
+
+
 def test_convert_is_pure_and_stacks_qkv_in_order() -> None:
     sd = published_state_dict("tiny", ONE, seed=4)
     config = published_config("tiny", ONE)
@@ -110,6 +144,7 @@ def test_own_format_round_trip(tmp_path: Path) -> None:
                        stats={"LiheYoung/depth-anything-large-hf": (mean, std)}).eval()
     save_theia(model, tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["preprocess"]["resize_mode"] == "antialias"
     assert config["teachers"][1] == {"hub_id": "LiheYoung/depth-anything-large-hf",
                                      "shape": [32, 64, 64]}
     assert config["encoder"]["num_reg_tokens"] == 2

@@ -9,7 +9,7 @@ from helpers_distill import CDIV_TINY_SHAPES, make_dataset, tiny_teachers
 
 from theia_ros.errors import TheiaError
 from training.distill.cache import FeatureCache, extract_features, from_bf16_bits, to_bf16_bits
-from training.distill.stats import TeacherStats
+from training.distill.stats import TeacherStats, load_stats
 from training.distill.teachers import run_teachers
 
 torch.set_num_threads(2)
@@ -81,6 +81,17 @@ def test_cache_mismatches_are_clear_errors(data, tmp_path):
         FeatureCache(cache_dir, CDIV_TINY_SHAPES, shards, "0123456789abcdef")
     with pytest.raises(TheiaError, match=r"manifest\.json: missing"):
         FeatureCache(tmp_path, CDIV_TINY_SHAPES, shards, stats.hash())
+    # targets made from other teacher inputs are other targets
+    with pytest.raises(TheiaError, match="cache teacher inputs differ"):
+        FeatureCache(cache_dir, CDIV_TINY_SHAPES, shards, stats.hash(), "aligned")
+    for t in teachers:
+        t.inputs = "aligned"
+    try:
+        with pytest.raises(TheiaError, match="cache teacher inputs differ"):
+            extract_features(shards, teachers, stats, cache_dir, progress=False)
+    finally:
+        for t in teachers:
+            t.inputs = "published"
     # extracting other teachers into an existing cache folder is refused
     with pytest.raises(TheiaError, match="cache built for teachers"):
         extract_features(shards, teachers[:2], stats.subset(two), cache_dir, progress=False)
@@ -89,7 +100,10 @@ def test_cache_mismatches_are_clear_errors(data, tmp_path):
         extract_features(shards, teachers, stats.subset(two), tmp_path / "x", progress=False)
     # a truncated feature file is caught when opened
     stats2 = TeacherStats.load(tmp / "stats.safetensors")
-    assert stats2.hash() == stats.hash()
+    assert stats2.hash() == stats.hash() and stats2.teacher_inputs == "published"
+    with pytest.warns(UserWarning, match="statistics of 'published' teacher inputs, but the "
+                                         "teachers run with 'aligned'"):
+        load_stats(tmp / "stats.safetensors", "aligned")
     bad = tmp_path / "bad"
     bad.mkdir()
     for f in cache_dir.iterdir():

@@ -38,9 +38,9 @@ def _bilinear_half_pixel(img: np.ndarray, out: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("h", "w"), [(224, 224), (17, 23), (240, 320), (480, 640), (7, 300)])
-def test_preprocess_matches_reference_resize(h: int, w: int) -> None:
+def test_legacy_bilinear_preprocess_matches_reference_resize(h: int, w: int) -> None:
     img = _rgb(h, w)
-    x = preprocess(img)
+    x = preprocess(img, resize="bilinear")
     assert x.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == torch.float32
     ref = (_bilinear_half_pixel(img.astype(np.float64) / 255.0, IMAGE_SIZE) - 0.5) / 0.5
     # torch computes source coordinates in float32 (~1e-4 here); one uint8 step is 7.8e-3.
@@ -171,3 +171,9 @@ def test_config_round_trip_and_errors() -> None:
         EncoderConfig.from_dict({**cfg.to_dict(), "mlp_ratio": 4})
     with pytest.raises(TheiaError, match="unknown encoder 'theia_huge'"):
         create_encoder("theia_huge")
+    # the resize mode: antialias for new encoders, bilinear for configs saved before it
+    assert cfg.resize == "antialias"
+    old = {k: v for k, v in cfg.to_dict().items() if k != "resize"}
+    assert EncoderConfig.from_dict(old).resize == "bilinear"
+    with pytest.raises(TheiaError, match="encoder config resize: 'nearest' is not a resize mode"):
+        EncoderConfig(resize="nearest")

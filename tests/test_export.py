@@ -76,6 +76,9 @@ def test_cnn_mlp_bundle_layout(cnn_bundle: tuple[Path, Path, list]) -> None:
                                                            "dtype": "uint8"}
     assert doc["graphs"]["encoder"]["output"]["tokens"]["shape"] == [1, 196, 32]
     assert doc["export"]["exporter"] == "dynamo"
+    assert doc["encoder"]["preprocess"]["resize_mode"] == "antialias"
+    assert doc["encoder"]["config"]["resize"] == "antialias"
+    assert read_bundle(bundle).resize_mode == "antialias"
     # parity numbers recorded and within budget, including the end-to-end checks
     checks = {r["check"] for r in doc["export"]["parity"]}
     assert {"graph encoder", "graph head", "tokens (encode)", "actions (physical)"} <= checks
@@ -93,8 +96,9 @@ def test_exported_graphs_are_valid_onnx(cnn_bundle: tuple[Path, Path, list]) -> 
     image = enc.graph.input[0]
     assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in image.type.tensor_type.shape.dim] == [1, *IMAGE_HW, 3]
-    # the resize is gathers (bit-close to torch), not ONNX Resize (a different formula)
-    assert "Resize" not in {n.op_type for n in enc.graph.node}
+    # the resize is matrix products with rounding (bit-exact vs torch), not ONNX Resize
+    ops = {n.op_type for n in enc.graph.node}
+    assert "Resize" not in ops and {"MatMul", "Floor"} <= ops
 
 
 def test_diffusion_bundle_records_the_sampler(diffusion_bundle: tuple[Path, Path, list]) -> None:

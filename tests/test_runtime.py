@@ -6,6 +6,8 @@ TensorRT only with the tensorrt package and a CUDA GPU, else those cases skip wi
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -221,6 +223,43 @@ def test_bundle_without_optional_parts(bundles: dict, tmp_path: Path) -> None:
     with pytest.raises(TheiaError, match="no 'fused' graph"):
         load(b, "onnxruntime", verify=False, fused=True)
     assert "fused" not in load(b, "onnxruntime", verify=False).sessions
+
+
+def test_bundles_from_before_the_antialiased_resize_keep_theirs(tmp_path: Path) -> None:
+    # An old bundle: plain bilinear resize, and neither bundle.yaml nor the policy says so.
+    policy_dir, bundle, _ = make_bundle(tmp_path, "cnn_mlp", resize="bilinear",
+                                        image_hw=(120, 160))
+    doc = yaml.safe_load((bundle / "bundle.yaml").read_text())
+    assert doc["encoder"]["preprocess"]["resize_mode"] == "bilinear"
+    del doc["encoder"]["preprocess"]["resize_mode"], doc["encoder"]["config"]["resize"]
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(doc))
+    for policy_json in (policy_dir / "policy.json", bundle / "torch" / "policy.json"):
+        meta = json.loads(policy_json.read_text())
+        del meta["encoder"]["resize"]
+        policy_json.write_text(json.dumps(meta))
+    write_sums(bundle, list(read_sums(bundle)))
+    policy = load_policy(policy_dir)
+    assert policy.encoder.config.resize == "bilinear"
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        ref = policy.encoder.encode(image).numpy()
+        new = load_policy(policy_dir)
+        new.encoder.config = dataclasses.replace(new.encoder.config, resize="antialias")
+        assert np.abs(new.encoder.encode(image).numpy() - ref).max() > 1e-3  # modes differ
+    for backend in ("onnxruntime", "torch"):
+        with load(bundle, backend=backend) as rt:
+            assert rt.meta.resize_mode == "bilinear"
+            assert np.abs(rt.encode(image) - ref).max() <= TOL[backend]
+    # a bundle.yaml that disagrees with its torch copy is refused by the torch backend
+    doc["encoder"]["preprocess"]["resize_mode"] = "antialias"
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(TheiaError, match=r"bundle\.yaml says 'antialias'"):
+        load(bundle, "torch", verify=False)
+    doc["encoder"]["preprocess"]["resize_mode"] = "area"
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(TheiaError, match="resize_mode: 'area' is not a resize mode"):
+        load(bundle, "onnxruntime", verify=False)
 
 
 def test_auto_picks_the_fastest_available() -> None:

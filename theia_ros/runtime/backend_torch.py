@@ -54,6 +54,10 @@ def open_modules(meta: BundleMeta, names: Sequence[str], device: str = "cpu",
     if policy.config.type != meta.policy_type:
         raise TheiaError(f"{root}: policy type {policy.config.type!r} != bundle.yaml "
                          f"{meta.policy_type!r}")
+    if policy.encoder.config.resize != meta.resize_mode:
+        raise TheiaError(f"{root}: the policy resizes images with "
+                         f"{policy.encoder.config.resize!r}, bundle.yaml says "
+                         f"{meta.resize_mode!r} (a modified bundle? re-export it)")
     graphs = build_graphs(policy, meta.image_hw, fused="fused" in names)
     missing = [n for n in names if n not in graphs]
     if missing:

@@ -40,6 +40,7 @@ import yaml
 from theia_ros.atomic import atomic_write_text
 from theia_ros.checksums import sha256_file
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.resize_weights import LEGACY_RESIZE, check_resize_mode
 
 BUNDLE_YAML = "bundle.yaml"
 SUMS_FILE = "SHA256SUMS"
@@ -136,6 +137,9 @@ class BundleMeta:
     num_inference_steps: int = 0  # diffusion only
     cond_dim: int = 0  # diffusion only
     topics: dict[str, str] = field(default_factory=dict)
+    # how the encoder graph resizes camera frames (``policies.preprocess``); bundles that
+    # do not say were exported with ``bilinear``
+    resize_mode: str = LEGACY_RESIZE
     raw: dict[str, Any] = field(default_factory=dict)  # the whole bundle.yaml
     cameras: tuple[str, ...] = ()  # every camera, in the head's order ((camera,) if one)
     n_obs_steps: int = 1  # observation history length T
@@ -194,6 +198,14 @@ def _norm(d: dict, where: str, dim: int) -> Normalization:
     return Normalization(offset, scale)
 
 
+def _resize_mode(enc: dict, where: str) -> str:
+    """``encoder.preprocess.resize_mode``, else the encoder config's, else the legacy mode."""
+    pre = enc.get("preprocess") if isinstance(enc.get("preprocess"), dict) else {}
+    cfg = enc.get("config") if isinstance(enc.get("config"), dict) else {}
+    mode = pre.get("resize_mode", cfg.get("resize", LEGACY_RESIZE))
+    return check_resize_mode(mode, f"{where}: encoder.preprocess.resize_mode")
+
+
 def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
     """Parse and check ``root/bundle.yaml``; with ``verify``, check every file's SHA-256 too."""
     root = Path(root)
@@ -241,6 +253,7 @@ def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
     state_dim = _get(pol, "state_dim", f"{where}: policy", int)
     action_dim = _get(pol, "action_dim", f"{where}: policy", int)
     norm = _get(raw, "normalization", where, dict)
+    resize_mode = _resize_mode(enc, where)
     diff = raw.get("diffusion") or {}
     camera = _get(cam, "name", f"{where}: camera", str)
     cameras = _cameras(raw.get("cameras", [camera]), camera, where)
@@ -275,6 +288,7 @@ def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
         num_inference_steps=int(diff.get("num_inference_steps") or 0),
         cond_dim=int(diff.get("cond_dim") or 0),
         topics=dict(raw.get("inputs", {}).get("topics") or {}),
+        resize_mode=resize_mode,
         raw=raw,
         cameras=cameras,
         n_obs_steps=n_obs_steps,

@@ -23,7 +23,7 @@ from policies.encoder import TheiaEncoder
 from policies.preprocess import MEAN, STD
 from theia_ros.errors import TheiaError
 from theia_ros.runtime.bundle import GRAPH_IO
-from theia_ros.runtime.torch_resize import BilinearResizeNHWC
+from theia_ros.runtime.torch_resize import AntialiasResize, BilinearResizeNHWC
 
 __all__ = ["GRAPH_IO", "build_graphs", "example_inputs", "input_shapes"]
 
@@ -46,11 +46,12 @@ def input_shapes(policy: nn.Module) -> dict[str, tuple[int, ...]]:
 class EncoderGraph(nn.Module):
     """uint8 RGB ``[1, H, W, 3]`` -> spatial tokens ``[1, 196, C]`` float32.
 
-    The maths of ``policies.preprocess`` (scale to [0, 1], bilinear resize with
-    ``align_corners=False`` and no antialias, map to [-1, 1]) then the ViT; the resize is
-    written as gathers (see ``torch_resize``) for a fixed camera size ``image_hw``, and the
-    affine pixel map ``(x / 255 - mean) / std`` is folded into one scale (in the resize
-    weights) and one offset. Matches ``policies.preprocess`` to float32 rounding.
+    The maths of ``policies.preprocess`` with the encoder's resize mode, for a fixed camera
+    size ``image_hw``, then the ViT. ``antialias``: two matrix products with uint8 rounding
+    (``AntialiasResize``), then ``x / 255`` and the mean/std as one scale and one offset;
+    bit-identical to ``policies.preprocess`` up to that last affine map. ``bilinear``: the
+    gathers of ``BilinearResizeNHWC`` with the pixel scale folded into their weights;
+    matches ``policies.preprocess`` to float32 rounding.
     """
 
     def __init__(self, encoder: TheiaEncoder, image_hw: tuple[int, int]):
@@ -60,16 +61,20 @@ class EncoderGraph(nn.Module):
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
         self.scale = 1.0 / (255.0 * STD)
         self.offset = MEAN / STD
-        self.resize = (None if self.image_hw == (size, size)
-                       else BilinearResizeNHWC(self.image_hw, size, out_scale=self.scale))
+        self.mode = encoder.config.resize
+        self.resize: nn.Module | None = None
+        if self.image_hw != (size, size):
+            self.resize = (AntialiasResize(self.image_hw, size) if self.mode == "antialias"
+                           else BilinearResizeNHWC(self.image_hw, size, out_scale=self.scale))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if self.resize is not None:
-            x = self.resize(image)  # uint8 [1, H, W, 3] -> scaled float [1, 224, 224, 3]
+        if self.resize is None:
+            x = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale
+        elif self.mode == "antialias":
+            x = self.resize(image) * self.scale  # [1, 3, 224, 224], whole numbers x scale
         else:
-            x = image.to(torch.float32) * self.scale
-        x = (x - self.offset).permute(0, 3, 1, 2)  # [1, 3, 224, 224] in [-1, 1]
-        return self.encoder.forward_features(x)
+            x = self.resize(image).permute(0, 3, 1, 2)  # scaled float [1, 3, 224, 224]
+        return self.encoder.forward_features(x - self.offset)  # input in [-1, 1]
 
 
 class CnnMlpGraph(nn.Module):

@@ -57,9 +57,9 @@ def encode_frames(encoder: TheiaEncoder, images: np.ndarray, batch_size: int = 3
                   ) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> spatial tokens ``[T, 196, C]`` float32."""
     out = []
-    size = encoder.config.img_size
+    size, mode = encoder.config.img_size, encoder.config.resize
     for start in range(0, len(images), batch_size):
-        x = preprocess(images[start:start + batch_size], size=size).to(device)
+        x = preprocess(images[start:start + batch_size], size=size, resize=mode).to(device)
         out.append(encoder.forward_features(x).float().cpu().numpy())
         if progress is not None:
             progress.update(len(x))

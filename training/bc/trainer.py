@@ -233,8 +233,9 @@ class BCTrainer:
             for cam in self.policy.config.cameras:
                 frames = obs[cam]
                 b, t = frames.shape[:2]
+                enc_cfg = self.policy.encoder.config
                 x = preprocess(frames.reshape(b * t, *frames.shape[2:]),
-                               size=self.policy.encoder.config.img_size).to(dev)
+                               size=enc_cfg.img_size, resize=enc_cfg.resize).to(dev)
                 if train and self.cfg.augment:
                     x = random_shift(x, self.cfg.shift_px)
                 with torch.set_grad_enabled(train and self.cfg.finetune):

@@ -3,7 +3,10 @@
 1. ``prepare``: decode + resize every image once into uint8 224x224 shards (corrupt files
    are skipped and counted; resumable; ``--workers`` decoding processes).
 2. ``stats``: per-channel mean/std of each teacher's features (float64, mergeable: run one
-   ``--rank`` per machine and ``--merge`` the parts, or one ``torchrun`` job).
+   ``--rank`` per machine and ``--merge`` the parts, or one ``torchrun`` job). Optional: the
+   Theia authors publish theirs (for ``--teacher-inputs published``); give ``extract
+   --stats`` / ``data.stats`` a folder holding those ``.npy`` files, or ``published`` to
+   download them, and no ImageNet pass is needed.
 3. ``extract`` (optional): normalised bf16 teacher features into a memory-mappable cache
    (resumable; shard i on rank i % world). Without it, ``train`` runs the teachers on the fly.
 4. ``train``: the distillation run from a YAML config plus ``section.key=value`` overrides;
@@ -11,6 +14,9 @@
 
 Under ``torchrun``, ``stats``, ``extract`` and ``train`` take their rank and world size from
 the environment. ``--tiny-teachers`` builds small random-weight teachers (tests, CPU demos).
+``--teacher-inputs`` (``model.teacher_inputs`` in ``train``): ``published`` (default) feeds
+each teacher what its hub processor makes, as the released targets were made; ``aligned``
+shows every teacher the student's whole view (see ``training.distill.teachers``).
 
 Example::
 
@@ -22,6 +28,10 @@ Example::
     torchrun --nproc-per-node 8 -m training.cli.distill train \\
         --config training/configs/distill_cdiv_base.yaml data.cache=data/cache_cdiv
     theia encode --checkpoint runs/distill_cdiv_base/final --image door.png --out f.npz
+
+Without ImageNet statistics (the published ones, downloaded once)::
+
+    theia distill train --config training/configs/distill_cdiv_tiny.yaml data.stats=published
 """
 
 from __future__ import annotations
@@ -59,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("extract", help="precompute normalised bf16 teacher features")
     p.add_argument("--images", required=True, help="prepared image shards")
-    p.add_argument("--stats", required=True, help="statistics file from `stats`")
+    p.add_argument("--stats", required=True,
+                   help="statistics file from `stats`, a folder of the published statistics "
+                        "(.npy), or 'published' to download them")
     p.add_argument("--out", required=True, help="cache folder")
     _add_teacher_args(p)
     _add_rank(p)
@@ -76,6 +88,9 @@ def _add_teacher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--tiny-teachers", action="store_true",
                    help="small random-weight teachers (tests/demos; no downloads)")
+    p.add_argument("--teacher-inputs", choices=("published", "aligned"), default="published",
+                   help="published: each teacher's hub processor (default, as the released "
+                        "targets); aligned: every teacher sees the student's whole view")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -106,7 +121,7 @@ def _teachers(args: argparse.Namespace, rank: int):  # -> list[Teacher]
     if want_cuda:
         torch.cuda.set_device(device)
     return build_teachers(args.teachers, pretrained=not args.tiny_teachers,
-                          tiny=args.tiny_teachers, device=device)
+                          tiny=args.tiny_teachers, device=device, inputs=args.teacher_inputs)
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
@@ -162,12 +177,12 @@ def _run_stats(args: argparse.Namespace) -> int:
 def _run_extract(args: argparse.Namespace) -> int:
     from training.distill.cache import extract_features
     from training.distill.images import ImageShards
-    from training.distill.stats import TeacherStats
+    from training.distill.stats import load_stats
 
     rank, world = _rank_world(args)
     shards = ImageShards(args.images)
-    stats = TeacherStats.load(args.stats)
     teachers = _teachers(args, rank)
+    stats = load_stats(args.stats, args.teacher_inputs, [t.hub_id for t in teachers])
     done = extract_features(shards, teachers, stats, args.out, args.batch_size, rank, world,
                             progress=not args.no_progress)
     print(f"{args.out}: rank {rank}/{world} wrote {done} shard(s)")

@@ -65,8 +65,8 @@ def from_bf16_bits(bits: np.ndarray | torch.Tensor, device: str | torch.device =
     return t.to(device, non_blocking=True).view(torch.bfloat16).float()
 
 
-def _manifest(shards: ImageShards, shapes: Mapping[str, Sequence[int]], stats_hash: str
-              ) -> dict:
+def _manifest(shards: ImageShards, shapes: Mapping[str, Sequence[int]], stats_hash: str,
+              teacher_inputs: str) -> dict:
     return {
         "format": CACHE_FORMAT,
         "dtype": "bfloat16",
@@ -77,6 +77,7 @@ def _manifest(shards: ImageShards, shapes: Mapping[str, Sequence[int]], stats_ha
         "shard_counts": [s.count for s in shards.shards],
         "images_hash": shards.hash,
         "stats_hash": stats_hash,
+        "teacher_inputs": teacher_inputs,
     }
 
 
@@ -92,7 +93,8 @@ def _compare(found: dict, expected: dict, path: Path) -> None:
             raise TheiaError(f"{path}: teacher {hub} has shape {found_t[hub]} in the cache, "
                              f"expected {shape}")
     for field, what in (("format", "format"), ("images_hash", "image shards"),
-                        ("shard_counts", "shard sizes"), ("stats_hash", "statistics")):
+                        ("shard_counts", "shard sizes"), ("stats_hash", "statistics"),
+                        ("teacher_inputs", "teacher inputs")):
         if found.get(field) != expected[field]:
             raise TheiaError(f"{path}: cache {what} differ ({field} {found.get(field)!r} != "
                              f"{expected[field]!r}); it was built from other "
@@ -121,7 +123,10 @@ def extract_features(shards: ImageShards, teachers: Sequence[Teacher], stats: Te
     shapes = {t.hub_id: t.shape for t in teachers}
     stats.check(shapes, "feature statistics")
     stats = stats.subset(shapes)  # hash what the trainer hashes: these teachers only
-    manifest = _manifest(shards, shapes, stats.hash())
+    modes = {t.inputs for t in teachers}
+    if len(modes) != 1:
+        raise TheiaError(f"teachers run with different input modes {sorted(modes)}")
+    manifest = _manifest(shards, shapes, stats.hash(), modes.pop())
     man_path = root / "manifest.json"
     if man_path.exists():
         _compare(read_json(man_path, "cache manifest"), manifest, man_path)
@@ -170,15 +175,17 @@ class FeatureCache:
         shapes: ``{hub id: (C, H, W)}`` the student's translators produce.
         images: the image shards the trainer reads (their hash must match).
         stats_hash: hash of the statistics the run uses (must match the cache's).
+        teacher_inputs: the run's teacher input mode (must match the cache's).
     """
 
     def __init__(self, root: str | Path, shapes: Mapping[str, Sequence[int]],
-                 images: ImageShards, stats_hash: str):
+                 images: ImageShards, stats_hash: str, teacher_inputs: str = "published"):
         self.root = Path(root)
         man_path = self.root / "manifest.json"
         self.manifest = read_json(man_path, "feature-cache manifest (run `theia distill "
                                             "extract` first)")
-        _compare(self.manifest, _manifest(images, shapes, stats_hash), man_path)
+        _compare(self.manifest, _manifest(images, shapes, stats_hash, teacher_inputs),
+                 man_path)
         missing = [i for i in range(len(images.shards))
                    if not _done_marker(self.root, i).exists()]
         if missing:

@@ -36,7 +36,9 @@ class DataConfig:
 
     Args:
         images: prepared image shards (``theia distill prepare``).
-        stats: teacher feature statistics (``theia distill stats``).
+        stats: teacher feature statistics: a ``theia distill stats`` file, a folder of the
+            statistics the Theia authors publish, or ``published`` to download those
+            (no ImageNet pass needed; they match ``model.teacher_inputs=published``).
         cache: feature cache (``theia distill extract``); null = teachers run on the fly.
         val_images: images held out at the end of the image index for evaluation.
         chunk: consecutive images per shuffled chunk (see ``loader.BatchPlan``).
@@ -54,7 +56,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.images), "data.images", "a prepared image-shard folder")
-        _require(bool(self.stats), "data.stats", "a statistics file (theia distill stats)")
+        _require(bool(self.stats), "data.stats", "a statistics file (theia distill stats), a "
+                 "folder of published statistics, or 'published'")
         _require(self.val_images >= 0, "data.val_images", ">= 0")
         _require(self.chunk >= 1, "data.chunk", ">= 1")
         _require(self.prefetch >= 0 and self.read_workers >= 1, "data.prefetch/read_workers",
@@ -72,6 +75,9 @@ class ModelConfig:
         teachers: teacher set (``cdiv``, ``cddsv``, letters, or comma-separated names).
         tiny_teachers: random-weight small teachers (tests and CPU benchmarks only).
         translator_hidden_factor: translator width factor (1.0 published).
+        teacher_inputs: ``published`` (each teacher's hub processor, as the released targets
+            and statistics were made: DINOv2 sees a zoomed centre crop) or ``aligned`` (every
+            teacher sees the student's whole view). See ``training.distill.teachers``.
     """
 
     encoder: str = "theia_tiny"
@@ -82,6 +88,11 @@ class ModelConfig:
     teachers: str = "cdiv"
     tiny_teachers: bool = False
     translator_hidden_factor: float = 1.0
+    teacher_inputs: str = "published"
+
+    def __post_init__(self) -> None:
+        _require(self.teacher_inputs in ("published", "aligned"), "model.teacher_inputs",
+                 "'published' or 'aligned'")
 
 
 @dataclass
@@ -176,6 +187,11 @@ class DistillConfig:
         d = dataclasses.asdict(self)
         d["optim"]["betas"] = list(self.optim.betas)
         return d
+
+    def checkpoint_record(self) -> dict:
+        """What the final checkpoint's ``config.json["training"]`` says about its targets."""
+        return {"method": "theia distillation", "teachers": self.model.teachers,
+                "teacher_inputs": self.model.teacher_inputs, "feature_stats": self.data.stats}
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,

@@ -9,19 +9,27 @@ result as one pass up to float64 rounding.
 
 File format (``stats.safetensors``): for each teacher id ``<id>/count`` (float64 [1]),
 ``<id>/mean`` and ``<id>/m2`` (float64 [C]); metadata ``format``, ``teachers`` (JSON list),
-``images``. Partial files from ``--rank k`` runs merge with ``theia distill stats --merge``.
+``images``, ``teacher_inputs`` (how the teachers' inputs were made; absent in files from
+before it was recorded). Partial files from ``--rank k`` runs merge with
+``theia distill stats --merge``.
+
+:func:`load_stats` also takes the statistics the Theia authors publish (a folder of their
+``.npy`` files, or ``published`` to download them; ``training.distill.published_stats``).
 
 Example::
 
     stats = compute_stats(ImageShards("data/in1k_224"), teachers, batch_size=64)
     stats.save("stats.safetensors")
-    mean, std = TeacherStats.load("stats.safetensors").mean_std()["facebook/dinov2-large"]
+    mean, std = load_stats("stats.safetensors").mean_std()["facebook/dinov2-large"]
+    mean, std = load_stats("published").mean_std()["facebook/dinov2-large"]  # downloaded
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -32,6 +40,11 @@ from tqdm import tqdm
 from theia_ros.atomic import atomic_write
 from theia_ros.errors import TheiaError
 from training.distill.images import ImageShards
+from training.distill.published_stats import (
+    PUBLISHED,
+    fetch_published_stats,
+    read_published_stats,
+)
 from training.distill.teachers import Teacher, run_teachers
 
 STATS_FORMAT = "theia-feature-stats/1"
@@ -89,9 +102,24 @@ class RunningStats:
 class TeacherStats:
     """Running statistics for a set of teachers, keyed by hub id (insertion order kept)."""
 
-    def __init__(self, channels: Mapping[str, int], images: int = 0):
+    def __init__(self, channels: Mapping[str, int], images: int = 0,
+                 teacher_inputs: str | None = None):
         self.parts: dict[str, RunningStats] = {h: RunningStats(c) for h, c in channels.items()}
         self.images = images
+        self.teacher_inputs = teacher_inputs  # None: not recorded (older files)
+
+    @classmethod
+    def from_mean_var(cls, mean_var: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                      teacher_inputs: str | None = None) -> TeacherStats:
+        """Statistics given as ``{hub id: (mean [C], variance [C])}`` (no sample count)."""
+        out = cls({h: int(np.asarray(m).shape[0]) for h, (m, _) in mean_var.items()},
+                  teacher_inputs=teacher_inputs)
+        for hub, (mean, var) in mean_var.items():
+            part = out.parts[hub]
+            part.count = 1.0  # a nominal count: std = sqrt(m2 / count) = sqrt(var)
+            part.mean = np.asarray(mean, dtype=np.float64)
+            part.m2 = np.asarray(var, dtype=np.float64)
+        return out
 
     @property
     def teachers(self) -> list[str]:
@@ -108,6 +136,9 @@ class TeacherStats:
     def merge(self, other: TeacherStats) -> None:
         if other.teachers != self.teachers:
             raise TheiaError(f"cannot merge stats for {other.teachers} into {self.teachers}")
+        if other.teacher_inputs != self.teacher_inputs:
+            raise TheiaError(f"cannot merge stats of {other.teacher_inputs!r} teacher inputs "
+                             f"into {self.teacher_inputs!r} ones")
         for hub, part in other.parts.items():
             self.parts[hub].merge(part)
         self.images += other.images
@@ -145,6 +176,8 @@ class TeacherStats:
             tensors[f"{hub}/m2"] = p.m2
         meta = {"format": STATS_FORMAT, "teachers": json.dumps(self.teachers),
                 "images": str(self.images)}
+        if self.teacher_inputs is not None:
+            meta["teacher_inputs"] = self.teacher_inputs
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
@@ -156,7 +189,8 @@ class TeacherStats:
         path = Path(path)
         if not path.is_file():
             raise TheiaError(f"{path}: feature statistics not found (run `theia distill stats` "
-                             "first)")
+                             "first, or use the published ones: a folder of them or "
+                             "'published')")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -167,7 +201,7 @@ class TeacherStats:
             raise TheiaError(f"{path}: format {meta.get('format')!r}, expected {STATS_FORMAT!r}")
         teachers = json.loads(meta["teachers"])
         out = cls({h: int(tensors[f"{h}/mean"].shape[0]) for h in teachers},
-                  int(meta.get("images", 0)))
+                  int(meta.get("images", 0)), meta.get("teacher_inputs"))
         for hub in teachers:
             p = out.parts[hub]
             p.count = float(tensors[f"{hub}/count"][0])
@@ -189,9 +223,35 @@ class TeacherStats:
                 raise TheiaError(f"{source}: statistics for {hub!r} are empty (0 samples)")
 
     def subset(self, teachers: Iterable[str]) -> TeacherStats:
-        out = TeacherStats({}, self.images)
+        out = TeacherStats({}, self.images, self.teacher_inputs)
         out.parts = {h: self.parts[h] for h in teachers}
         return out
+
+
+def load_stats(source: str | os.PathLike, teacher_inputs: str | None = None,
+               teachers: Sequence[str] | None = None) -> TeacherStats:
+    """Statistics from ``source``: a ``theia distill stats`` file, a folder of the published
+    ``.npy`` files, or ``published`` (download them; cached).
+
+    ``teacher_inputs``: the mode the caller runs its teachers in; statistics recorded with
+    another one normalise a little off, which is worth a warning but not a stop.
+    ``teachers``: hub ids to fetch for ``published`` (default: every published teacher).
+    """
+    from policies.teacher_specs import TEACHERS
+
+    text = str(source)
+    if text == PUBLISHED or Path(source).is_dir():
+        folder = (fetch_published_stats(list(teachers or TEACHERS)) if text == PUBLISHED
+                  else Path(source))
+        stats = TeacherStats.from_mean_var(read_published_stats(folder, teachers), "published")
+    else:
+        stats = TeacherStats.load(source)
+    if teacher_inputs is not None and stats.teacher_inputs != teacher_inputs:
+        made = repr(stats.teacher_inputs) if stats.teacher_inputs else "unrecorded"
+        warnings.warn(f"{source}: feature statistics of {made} teacher inputs, but the "
+                      f"teachers run with {teacher_inputs!r} inputs; "
+                      "targets will be normalised slightly off", stacklevel=2)
+    return stats
 
 
 def merge_stats_files(paths: Sequence[str | Path]) -> TeacherStats:
@@ -222,7 +282,8 @@ def all_reduce_stats(stats: TeacherStats) -> TeacherStats:
                             ).to(device)
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
-    out = TeacherStats({h: p.channels for h, p in stats.parts.items()})
+    out = TeacherStats({h: p.channels for h, p in stats.parts.items()},
+                       teacher_inputs=stats.teacher_inputs)
     for g in gathered:
         arr = g.cpu().numpy()
         pos = 0
@@ -246,7 +307,9 @@ def compute_stats(shards: ImageShards, teachers: Sequence[Teacher], batch_size: 
     ``max_images`` limits the pass to the first N images (a subset estimate).
     """
     total = shards.num_images if max_images is None else min(max_images, shards.num_images)
-    stats = TeacherStats({t.hub_id: t.shape[0] for t in teachers})
+    modes = {t.inputs for t in teachers}
+    stats = TeacherStats({t.hub_id: t.shape[0] for t in teachers},
+                         teacher_inputs=modes.pop() if len(modes) == 1 else None)
     starts = list(range(0, total, batch_size))[rank::world_size]
     for start in tqdm(starts, desc=f"stats r{rank}", unit="batch", disable=not progress):
         images = torch.from_numpy(shards.read(start, min(total, start + batch_size)))

@@ -17,8 +17,16 @@ Teachers (letter, hub id = translator key, source, target feature):
 - de ``LiheYoung/depth-anything-large-hf``: transformers ``DepthAnythingForDepthEstimation``
   at 518; head conv2 + ReLU (before the last conv), resized to 64x64: 32x64x64.
 
-Every teacher takes the same uint8 ``[B, 3, 224, 224]`` images (the prepared shards) and does
-its own scaling to its input size and mean/std normalisation, so one image pass feeds all.
+Every teacher takes the same uint8 ``[B, 3, 224, 224]`` images (the prepared shards) and makes
+its own input from them, so one image pass feeds all. Two ways (``teacher_inputs``):
+
+- ``published`` (default): what each teacher's Hugging Face image processor does with its hub
+  defaults (:class:`HubProcessor`), as the released targets and the published statistics
+  were made: resize with the processor's antialiased kernel on uint8 (rounded), crop, scale,
+  normalise, pad. DINOv2 sees the centre 224 of a 256 resize, i.e. a zoomed centre crop.
+- ``aligned``: the same kernel and normalisation, but the whole image stretched to the
+  teacher's input side, no crop and no padding: every teacher sees exactly the student's
+  field of view.
 
 ``build_teacher(hub_id, pretrained=False, overrides=TINY_OVERRIDES[hub_id])`` builds a small
 random-weight model of the *same* architecture through the same code path: that is how the
@@ -32,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,12 +51,76 @@ from torch import nn
 
 from policies.teacher_specs import TEACHER_SETS, TEACHERS, TeacherSpec, resolve_teachers
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.torch_resize import resize_uint8
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
+TEACHER_INPUTS = ("published", "aligned")
+DEFAULT_TEACHER_INPUTS = "published"
+
+
+def check_teacher_inputs(mode: object, where: str = "teacher inputs") -> str:
+    if mode not in TEACHER_INPUTS:
+        raise TheiaError(f"{where}: {mode!r} unknown; expected one of {TEACHER_INPUTS}")
+    return str(mode)
+
+
+@dataclass(frozen=True)
+class HubProcessor:
+    """A teacher's hub image processor, reduced to its ``preprocessor_config.json`` facts.
+
+    Exactly one resize rule is set. The resize is antialiased with ``kernel`` on uint8 and
+    rounded (transformers' torchvision and PIL backends both do that); crop and padding
+    follow it, padding with zeros after normalisation.
+
+    Args:
+        name: the transformers processor class.
+        kernel: ``bilinear`` or ``bicubic`` (the config's ``resample`` 2 or 3).
+        shortest_edge: resize the shorter side to this, keeping the aspect ratio.
+        longest_edge: resize the longer side to this, keeping the aspect ratio (SAM).
+        height_width: resize to this ``(height, width)``.
+        multiple_of: with ``height_width``: keep the aspect ratio, sides a multiple of this
+            (DPT's ``keep_aspect_ratio`` + ``ensure_multiple_of``).
+        crop: centre crop side.
+        pad: pad bottom/right to this square side.
+    """
+
+    name: str
+    kernel: str
+    shortest_edge: int | None = None
+    longest_edge: int | None = None
+    height_width: tuple[int, int] | None = None
+    multiple_of: int | None = None
+    crop: int | None = None
+    pad: int | None = None
+
+    def resize_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The resized ``(height, width)`` of an ``h x w`` image, by transformers' formulas."""
+        if self.shortest_edge is not None:
+            short, long = min(h, w), max(h, w)
+            new_long = int(self.shortest_edge * long / short)
+            return (new_long, self.shortest_edge) if w <= h else (self.shortest_edge, new_long)
+        if self.longest_edge is not None:
+            scale = self.longest_edge / max(h, w)
+            return int(h * scale + 0.5), int(w * scale + 0.5)
+        out_h, out_w = self.height_width  # type: ignore[misc]
+        if self.multiple_of is None:
+            return out_h, out_w
+        scale_h, scale_w = out_h / h, out_w / w
+        if abs(1 - scale_w) < abs(1 - scale_h):
+            scale_h = scale_w
+        else:
+            scale_w = scale_h
+        return _multiple(scale_h * h, self.multiple_of), _multiple(scale_w * w, self.multiple_of)
+
+
+def _multiple(value: float, multiple: int) -> int:
+    """DPT's ``constrain_to_multiple_of`` (no bounds): the nearest multiple, at least 0."""
+    x = round(value / multiple) * multiple
+    return x if x >= 0 else math.ceil(value / multiple) * multiple
 
 
 @dataclass(frozen=True)
@@ -62,6 +135,7 @@ class TeacherSource:
         input_size: square input side in pixels the teacher sees.
         mean: per-channel mean on the 0..1 scale.
         std: per-channel std on the 0..1 scale.
+        processor: the hub processor the published targets were made with.
         final_norm: timm ViTs only: apply the final LayerNorm to the last block's tokens.
         kwargs: extra constructor arguments always passed (e.g. timm ``img_size``).
     """
@@ -73,6 +147,7 @@ class TeacherSource:
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    processor: HubProcessor
     final_norm: bool = True
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -82,17 +157,26 @@ SOURCES: dict[str, TeacherSource] = {
     for s in (
         TeacherSource("openai/clip-vit-large-patch14", "c", "timm_vit",
                       "vit_large_patch14_clip_224.openai", 224, CLIP_MEAN, CLIP_STD,
+                      HubProcessor("CLIPImageProcessor", "bicubic", shortest_edge=224,
+                                   crop=224),
                       final_norm=False),
         # DINOv2 is pretrained at 518; timm resamples its position embedding for 224 -> 16x16.
         TeacherSource("facebook/dinov2-large", "di", "timm_vit",
                       "vit_large_patch14_dinov2.lvd142m", 224, IMAGENET_MEAN, IMAGENET_STD,
+                      HubProcessor("BitImageProcessor", "bicubic", shortest_edge=256,
+                                   crop=224),
                       kwargs={"img_size": 224}),
         TeacherSource("google/vit-huge-patch14-224-in21k", "v", "timm_vit",
-                      "vit_huge_patch14_224.orig_in21k", 224, HALF, HALF),
+                      "vit_huge_patch14_224.orig_in21k", 224, HALF, HALF,
+                      HubProcessor("ViTImageProcessor", "bilinear", height_width=(224, 224))),
         TeacherSource("facebook/sam-vit-huge", "s", "sam", "facebook/sam-vit-huge", 1024,
-                      IMAGENET_MEAN, IMAGENET_STD),
+                      IMAGENET_MEAN, IMAGENET_STD,
+                      HubProcessor("SamImageProcessor", "bilinear", longest_edge=1024,
+                                   pad=1024)),
         TeacherSource("LiheYoung/depth-anything-large-hf", "de", "depth_anything",
-                      "LiheYoung/depth-anything-large-hf", 518, IMAGENET_MEAN, IMAGENET_STD),
+                      "LiheYoung/depth-anything-large-hf", 518, IMAGENET_MEAN, IMAGENET_STD,
+                      HubProcessor("DPTImageProcessor", "bicubic", height_width=(518, 518),
+                                   multiple_of=14)),
     )
 }
 
@@ -163,13 +247,16 @@ class Teacher(nn.Module):
         hub_id: the translator key (hub id).
         shape: ``(C, H, W)`` of this instance's feature map (the published shape for real
             weights, smaller C for tiny configurations).
+        inputs: ``published`` or ``aligned`` (see the module docstring).
     """
 
-    def __init__(self, source: TeacherSource, model: nn.Module, shape: tuple[int, int, int]):
+    def __init__(self, source: TeacherSource, model: nn.Module, shape: tuple[int, int, int],
+                 inputs: str = DEFAULT_TEACHER_INPUTS):
         super().__init__()
         self.source = source
         self.hub_id = source.hub_id
         self.shape = shape
+        self.inputs = check_teacher_inputs(inputs)
         self.model = model.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(source.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(source.std).view(1, 3, 1, 1), persistent=False)
@@ -182,12 +269,23 @@ class Teacher(nn.Module):
         self._hooked = output
 
     def preprocess(self, images_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[B, 3, h, w]`` -> float ``[B, 3, S, S]`` in this teacher's normalisation."""
-        x = images_u8.to(self.mean.device, non_blocking=True).float().div_(255.0)
-        size = self.source.input_size
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        """uint8 ``[B, 3, h, w]`` -> float ``[B, 3, S, S]``: this teacher's input."""
+        x = images_u8.to(self.mean.device, non_blocking=True)
+        proc = self.source.processor
+        h, w = x.shape[-2:]
+        if self.inputs == "published":
+            x = resize_uint8(x, proc.resize_hw(h, w), proc.kernel)
+            if proc.crop is not None:
+                top = int((x.shape[-2] - proc.crop) / 2)
+                left = int((x.shape[-1] - proc.crop) / 2)
+                x = x[..., top:top + proc.crop, left:left + proc.crop]
+        else:
+            size = self.source.input_size
+            x = resize_uint8(x, (size, size), proc.kernel)
+        x = (x / 255.0 - self.mean) / self.std
+        if self.inputs == "published" and proc.pad is not None:
+            x = F.pad(x, (0, proc.pad - x.shape[-1], 0, proc.pad - x.shape[-2]))
+        return x
 
     @torch.no_grad()
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -260,8 +358,11 @@ _BUILDERS = {"timm_vit": _build_timm, "sam": _build_sam, "depth_anything": _buil
 
 
 def build_teacher(hub_id: str, pretrained: bool = True,
-                  overrides: Mapping[str, Any] | None = None) -> Teacher:
+                  overrides: Mapping[str, Any] | None = None,
+                  inputs: str = DEFAULT_TEACHER_INPUTS) -> Teacher:
     """One teacher by hub id; ``pretrained=False`` + ``overrides`` = random small variant.
+
+    ``inputs``: ``published`` (its hub processor) or ``aligned`` (the student's whole view).
 
     Raises TheiaError for an unknown id, and (pretrained, offline) when weights are missing.
     """
@@ -278,11 +379,12 @@ def build_teacher(hub_id: str, pretrained: bool = True,
     if pretrained and shape != TEACHERS[hub_id].shape:
         raise TheiaError(f"teacher {hub_id}: built features {shape}, expected "
                          f"{TEACHERS[hub_id].shape}")
-    return Teacher(source, model, shape)
+    return Teacher(source, model, shape, inputs)
 
 
 def build_teachers(names: str | Sequence[str], pretrained: bool = True, tiny: bool = False,
-                   device: str | torch.device = "cpu") -> list[Teacher]:
+                   device: str | torch.device = "cpu", inputs: str = DEFAULT_TEACHER_INPUTS
+                   ) -> list[Teacher]:
     """A teacher set (see :func:`resolve_teacher_set`) -> frozen teachers on ``device``.
 
     ``tiny=True`` builds the random-weight :data:`TINY_OVERRIDES` variants (never downloads).
@@ -297,9 +399,9 @@ def build_teachers(names: str | Sequence[str], pretrained: bool = True, tiny: bo
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(TINY_SEED + sorted(SOURCES).index(spec.hub_id))
                 teacher = build_teacher(spec.hub_id, pretrained=False,
-                                        overrides=TINY_OVERRIDES[spec.hub_id])
+                                        overrides=TINY_OVERRIDES[spec.hub_id], inputs=inputs)
         else:
-            teacher = build_teacher(spec.hub_id, pretrained=pretrained)
+            teacher = build_teacher(spec.hub_id, pretrained=pretrained, inputs=inputs)
         out.append(teacher.to(device))
     return out
 

@@ -60,7 +60,7 @@ from training.distill.loader import (
     to_device,
 )
 from training.distill.loss import distill_loss, token_cosine
-from training.distill.stats import TeacherStats
+from training.distill.stats import TeacherStats, load_stats
 from training.distill.teachers import (
     Teacher,
     build_teachers,
@@ -370,12 +370,14 @@ class DistillTrainer:
         if cfg.data.cache is None:
             self.teachers = build_teachers(cfg.model.teachers,
                                            pretrained=not cfg.model.tiny_teachers,
-                                           tiny=cfg.model.tiny_teachers, device=env.device)
+                                           tiny=cfg.model.tiny_teachers, device=env.device,
+                                           inputs=cfg.model.teacher_inputs)
         self.shapes = shapes = _expected_shapes(cfg, self.teachers)
-        stats = TeacherStats.load(cfg.data.stats)
+        stats = load_stats(cfg.data.stats, cfg.model.teacher_inputs, list(shapes))
         stats.check(shapes, cfg.data.stats)
         self.stats = stats = stats.subset(shapes)
-        cache = (FeatureCache(cfg.data.cache, shapes, images, stats.hash())
+        cache = (FeatureCache(cfg.data.cache, shapes, images, stats.hash(),
+                              cfg.model.teacher_inputs)
                  if cfg.data.cache is not None else None)
         self.norm = stats.torch_mean_std(env.device)
         self.plan = BatchPlan(self.num_train, self.t.batch_size, env.world_size, env.rank,
@@ -499,7 +501,8 @@ class DistillTrainer:
             if cfg.data.val_images:
                 self.evaluate(step)
             if self.env.is_main:
-                result = save_theia(self.model, self.out / "final")
+                result = save_theia(self.model, self.out / "final",
+                                    training=self.cfg.checkpoint_record())
         if self.writer is not None:
             self.writer.close()
         _barrier(self.env)

@@ -39,6 +39,7 @@ from theia_ros.runtime.bundle import (
     SUMS_FILE,
     write_sums,
 )
+from theia_ros.runtime.resize_weights import RESIZE_MODES
 from theia_ros.runtime.torch_modules import build_graphs, example_inputs, input_shapes
 from training.export import parity, trt_support
 from training.export.onnx_export import DEFAULT_OPSET, export_graph
@@ -178,7 +179,8 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
             "embed_dim": enc.embed_dim,
             "num_tokens": enc.num_spatial_tokens,
             "image_size": enc.img_size,
-            "preprocess": {"resize": "bilinear, align_corners=false, no antialias (in graph)",
+            "preprocess": {"resize_mode": enc.resize,
+                           "resize": f"{RESIZE_MODES[enc.resize]} (in graph)",
                            "scale": "1/255", "mean": 0.5, "std": 0.5},
         },
         "normalization": {
