@@ -69,7 +69,8 @@ class EncoderGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.resize is None:
-            x = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale
+            # cast before the permute: TensorRT takes uint8 only at the graph's edge
+            x = image.to(torch.float32).permute(0, 3, 1, 2) * self.scale
         elif self.mode == "antialias":
             x = self.resize(image) * self.scale  # [1, 3, 224, 224], whole numbers x scale
         else:

@@ -191,8 +191,9 @@ class AntialiasResize(nn.Module):
     """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, out, out]`` holding whole numbers 0..255.
 
     The published processors' antialiased bilinear resize (see ``resize_weights``) for a fixed
-    input size, as it goes into the encoder graph: permute (on uint8, 4x less memory than on
-    float), then the width and the height pass, each followed by ``floor(x + 0.5)`` and a
+    input size, as it goes into the encoder graph: cast to float first (TensorRT accepts uint8
+    only at a graph's inputs and outputs, so a uint8 permute would be refused), permute,
+    then the width and the height pass, each followed by ``floor(x + 0.5)`` and a
     clip, i.e. a uint8 rounding. Each pass is a strided convolution over the sub-pixel phases
     (``Polyphase``: only the taps each output uses; a dense matrix product at 720 x 1280
     costs more than the ViT-Tiny it feeds) with a small matrix product at the edges.
@@ -213,7 +214,7 @@ class AntialiasResize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        x = x.permute(0, 3, 1, 2).to(torch.float32).reshape(b * 3, *self.in_hw)
+        x = x.to(torch.float32).permute(0, 3, 1, 2).reshape(b * 3, *self.in_hw)
         for resize in (self.width, self.height):
             if resize is not None:
                 x = torch.clamp(torch.floor(resize(x) + 0.5), 0.0, 255.0)

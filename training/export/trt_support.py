@@ -108,6 +108,7 @@ _TYPES: dict[str, tuple[str | None, str | None]] = {
     "Exp": (_F, f"{_F} BF16"),
     "Expand": (f"{_F} INT32 BOOL", f"{_F} BF16 INT32 INT64 BOOL"),
     "Flatten": (f"{_F} INT32 BOOL", f"{_F} BF16 INT32 INT64 BOOL"),
+    "Floor": (_F, f"{_F} BF16"),
     "Gather": (f"{_F} INT8 INT32 BOOL", f"{_F} BF16 INT32 INT64 BOOL"),
     "GatherElements": (f"{_F} INT8 INT32 BOOL", f"{_F} BF16 INT32 INT64 BOOL"),
     "Gelu": (None, f"{_F} BF16 INT8 INT32 INT64"),
