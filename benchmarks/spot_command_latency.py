@@ -41,10 +41,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from theia_ros.robots.spot.adapter import SpotAdapter, SpotConfig
 from theia_ros.sim.spot import SpotStandIn
 from theia_ros.sim.spot.motion import stopped_intervals
-
-from theia_ros.robots.spot.adapter import SpotAdapter, SpotConfig
 from theia_ros.types import Action, ActionKind
 
 

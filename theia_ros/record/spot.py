@@ -115,7 +115,7 @@ def _open_writer(out: Path, fps: int, obs: Observation, cameras: tuple[str, ...]
                                 state_names=names)
 
 
-def _run_plan(loop: ControlLoop, policy: ScriptedDrawerPolicy, period_s: float,
+def run_plan(loop: ControlLoop, policy: ScriptedDrawerPolicy, period_s: float,
               what: str) -> None:
     """Tick at the loop's rate until every waypoint of the policy's plan was sent."""
     limit = 3 * len(policy.plan) + 25  # holds (stale camera) repeat a waypoint, within reason
@@ -222,12 +222,12 @@ def record_spot(config, out: str | Path, episodes: int, *,
                 reset = plan_reset(script, spot.observe().ee_pose, start, period_s)
                 check_plan_inside(reset, low, high, "reset move")
                 policy.run(reset)
-                _run_plan(loop, policy, period_s, f"episode {number} reset")
+                run_plan(loop, policy, period_s, f"episode {number} reset")
                 policy.run(plan_demo(script, start, period_s))
                 writer.start_episode(task)
                 sink.writer = writer
                 try:
-                    _run_plan(loop, policy, period_s, f"episode {number}")
+                    run_plan(loop, policy, period_s, f"episode {number}")
                 finally:
                     sink.writer = None
                 frames = writer.episode_frames

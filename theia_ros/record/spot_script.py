@@ -49,7 +49,8 @@ class DrawerScript:
     handle_xyz_m / handle_rpy_rad: the hand pose that grasps the handle.
     start_offset_m: start pose = handle + this (orientation: the handle's).
     start_jitter_m: each start coordinate is moved by a uniform draw in +-this (seeded).
-    approach_offset_m: the pre-grasp pose is this far in front of the handle (along the grasp's -x axis).
+    approach_offset_m: the pre-grasp pose is this far in front of the handle (along the
+        grasp's -x axis).
     pull_distance_m: how far the closed claw pulls back along the grasp's -x axis.
     retreat_m: how far the open hand backs off after releasing.
     speed_m_s / angular_speed_rad_s: hand speed along the segments.
