@@ -1,4 +1,4 @@
-"""``theia demo --task spot_drawer``: record -> train (diffusion) -> export -> run at 5 Hz -> report.
+"""``theia demo --task spot_drawer``: record -> train diffusion -> export -> 5 Hz loop -> report.
 
 The paper's Spot task (App. D.3.2) on the simulated Spot (``theia_ros.sim.spot``, a stand-in,
 not Boston Dynamics' software), every robot call through ``SpotAdapter`` and ``bosdyn-client``:
