@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("mujoco")
 pytest.importorskip("bosdyn.api")
 
-from theia_ros.sim.spot import StandInRobot  # noqa: E402
-from theia_ros.sim.spot import kinematics as kin  # noqa: E402
-from theia_ros.sim.spot.drawer import (  # noqa: E402
+from theia_ros.sim.spot import StandInRobot
+from theia_ros.sim.spot import kinematics as kin
+from theia_ros.sim.spot.drawer import (
     HANDLE_WIDTH,
     POSE_JITTER_M,
     SUCCESS_OPEN_M,
