@@ -6,7 +6,7 @@ once, e.g. by teleoperating the hand onto the handle and reading ``observe().ee_
 emits, from wherever the hand starts:
 
 1. ``approach``: to a pre-grasp pose ``approach_offset_m`` in front of the handle (along the
-   grasp's -x axis, the pull axis), open;
+   pull axis), open;
 2. ``insert``: onto the handle, open;
 3. ``close``: ``close_ticks`` ticks on the handle closing the claw;
 4. ``pull``: back along the pull axis by ``pull_distance_m``, closed, then ``settle_ticks``
@@ -49,12 +49,14 @@ class DrawerScript:
     handle_xyz_m / handle_rpy_rad: the hand pose that grasps the handle.
     start_offset_m: start pose = handle + this (orientation: the handle's).
     start_jitter_m: each start coordinate is moved by a uniform draw in +-this (seeded).
-    approach_offset_m: the pre-grasp pose is this far in front of the handle (along the
-        grasp's -x axis).
-    pull_distance_m: how far the closed claw pulls back along the grasp's -x axis.
+    approach_offset_m: the pre-grasp pose is this far in front of the handle (-x, see
+        ``pull_along_grasp``).
+    pull_distance_m: how far the closed claw pulls back (-x, see ``pull_along_grasp``).
     retreat_m: how far the open hand backs off after releasing.
     speed_m_s / angular_speed_rad_s: hand speed along the segments.
     close_ticks / release_ticks: ticks spent closing / opening the claw.
+    pull_along_grasp: approach, pull and retreat along the grasp's heading (its yaw) instead
+        of body -x: the drawer faces the robot at an angle.
     grasp_settle_ticks: ticks the open claw waits on the handle before closing (the hand
         reaches a streamed target about a period and a margin after it is sent).
     settle_ticks: ticks the pull's end is held (claw closed) before releasing: the robot
@@ -76,6 +78,7 @@ class DrawerScript:
     angular_speed_rad_s: float = 0.6
     close_ticks: int = 3
     grasp_settle_ticks: int = 0
+    pull_along_grasp: bool = False
     release_ticks: int = 2
     settle_ticks: int = 4
     success_tolerance_m: float = 0.03
@@ -141,9 +144,12 @@ class DrawerScript:
 
     @property
     def pull_axis(self) -> np.ndarray:
-        """``[3]`` unit vector the drawer opens along: the grasp's -x axis (body -x for a
-        level, straight-ahead grasp)."""
-        return -rpy_to_matrix(np.asarray(self.handle_rpy_rad))[:, 0]
+        """``[3]`` unit vector the drawer opens along: body -x, or with ``pull_along_grasp``
+        the horizontal direction the grasp faces, reversed (a drawer seen at an angle)."""
+        if not self.pull_along_grasp:
+            return np.array([-1.0, 0.0, 0.0])
+        yaw = float(self.handle_rpy_rad[2])
+        return -np.array([math.cos(yaw), math.sin(yaw), 0.0])
 
     def back_off(self, pose: np.ndarray, distance_m: float) -> np.ndarray:
         """``pose`` ``[6]`` moved ``distance_m`` along :attr:`pull_axis`."""

@@ -25,7 +25,7 @@ CAMERA_SOURCE = "front_color"
 BASE_SCRIPT = DrawerScript(start_offset_m=(-0.22, 0.0, 0.12), start_jitter_m=0.02,
                            approach_offset_m=0.08, pull_distance_m=0.2, retreat_m=0.04,
                            speed_m_s=0.15, grasp_settle_ticks=2, close_ticks=3,
-                           release_ticks=2, settle_ticks=3)
+                           release_ticks=2, settle_ticks=3, pull_along_grasp=True)
 
 
 class DrawerSim:
