@@ -1,6 +1,6 @@
 """Spot command latency over loopback gRPC + TLS: ``apply()`` call -> RobotCommand received.
 
-Runs the real ``bosdyn-client`` against the test stand-in (``tests/spot_standin``: a loopback
+Runs the real ``bosdyn-client`` against the test stand-in (``theia_ros.sim.spot``: a loopback
 server that plays a robot; it is NOT Boston Dynamics' software). For each of ``--commands``
 commands, interleaved call by call so machine noise hits both alike:
 
@@ -41,10 +41,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from spot_standin import SpotStandIn
-from spot_standin.motion import stopped_intervals
-
 from theia_ros.robots.spot.adapter import SpotAdapter, SpotConfig
+from theia_ros.sim.spot import SpotStandIn
+from theia_ros.sim.spot.motion import stopped_intervals
 from theia_ros.types import Action, ActionKind
 
 

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from theia_ros.robots.spot.adapter import SpotAdapter, SpotConfig
+from theia_ros.sim.spot import SpotStandIn
 from theia_ros.types import Action, ActionKind
-
-from .server import SpotStandIn
 
 # a brisker robot than the default, so tests spend less time unstowing and stowing
 QUICK = {"joint_speed_rad_s": 4.0, "power_on_s": 0.1, "stand_s": 0.1, "sit_s": 0.1}

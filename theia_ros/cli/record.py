@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PNG file kept up to date with the camera view")
     parser.add_argument("--scripted", action="store_true",
                         help="spot: record the scripted drawer-opening policy (no person)")
+    parser.add_argument("--sim", action="store_true",
+                        help="spot: record against the simulated Spot in front of the MuJoCo "
+                             "drawer (theia_ros.sim.spot, a stand-in; only successes kept)")
     parser.add_argument("--config", default="config/spot_drawer.yaml",
                         help="spot: task YAML with the spot: and safety: blocks")
     parser.add_argument("--script", default=None,
@@ -99,6 +102,14 @@ def main_spot(args: argparse.Namespace) -> int:
     if not getattr(args, "scripted", False):
         raise TheiaError("theia record --robot spot records scripted demonstrations only: add "
                          "--scripted (gamepad teleop on Spot: recorder_node with robot:=spot)")
+    if getattr(args, "sim", False):
+        from theia_ros.sim.spot.drawer_task import record_drawer_demos
+
+        res = record_drawer_demos(args.out, int(args.episodes or 1),
+                                  first_seed=int(getattr(args, "seed", 0) or 0))
+        print(f"saved {len(res.episodes)} successful simulated Spot episode(s) of "
+              f"{res.attempts} attempts to {args.out}")
+        return 0
     config_path = getattr(args, "config", None) or "config/spot_drawer.yaml"
     task_cfg = load_task_config(config_path)
     if task_cfg.robot != "spot":

@@ -62,6 +62,8 @@ class SpotRecordResult:
     successes: list[bool] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)  # frames per saved episode
     frame_errors: int = 0  # commanding ticks whose frame could not be stored
+    seeds: list[int] = field(default_factory=list)  # the seed of each saved episode
+    attempts: int = 0  # episodes run (failed ones included)
 
 
 class _FrameSink:
@@ -113,7 +115,7 @@ def _open_writer(out: Path, fps: int, obs: Observation, cameras: tuple[str, ...]
                                 state_names=names)
 
 
-def _run_plan(loop: ControlLoop, policy: ScriptedDrawerPolicy, period_s: float,
+def run_plan(loop: ControlLoop, policy: ScriptedDrawerPolicy, period_s: float,
               what: str) -> None:
     """Tick at the loop's rate until every waypoint of the policy's plan was sent."""
     limit = 3 * len(policy.plan) + 25  # holds (stale camera) repeat a waypoint, within reason
@@ -137,7 +139,9 @@ def record_spot(config, out: str | Path, episodes: int, *,
                 script: DrawerScript | None = None, limits: SafetyLimits | None = None,
                 freshness: Freshness | None = None, task: str = TASK, seed: int = 0,
                 between_episodes: Callable[[int], None] | None = None,
-                progress: bool = True) -> SpotRecordResult:
+                prepare_episode: Callable[[int], DrawerScript] | None = None,
+                judge: Callable[[ScriptedDrawerPolicy], bool] | None = None,
+                keep_failures: bool = True, progress: bool = True) -> SpotRecordResult:
     """Record ``episodes`` scripted drawer openings on Spot into the dataset at ``out``.
 
     Args:
@@ -151,6 +155,14 @@ def record_spot(config, out: str | Path, episodes: int, *,
         seed: episode ``i`` jitters its start pose with ``seed + i``.
         between_episodes: called with the next episode's number before it starts (e.g. to
             wait until someone closed the drawer again); not before the first.
+        prepare_episode: called with each attempt's number (the first too) before it
+            starts; returns the script for that attempt (e.g. a simulator placing the robot
+            and reporting where the handle is). None: ``script`` for every attempt.
+        judge: decides an episode's success after its plan ran (default: the script's own
+            check, :attr:`ScriptedDrawerPolicy.success`).
+        keep_failures: False keeps only successful episodes (a failed one is discarded and
+            another attempt made, at most ``2 * episodes + 10`` attempts), as the paper kept
+            only successful demonstrations.
         progress: show a tqdm bar.
 
     Raises TheiaError on a robot fault (after a safe stop; the unfinished episode is dropped,
@@ -189,33 +201,55 @@ def record_spot(config, out: str | Path, episodes: int, *,
         try:
             writer = _open_writer(out, round(config.rate_hz), spot.observe(), cameras)
             loop.start()
-            numbers = range(episodes)
+            bar = None
             if progress:
                 from tqdm import tqdm
 
-                numbers = tqdm(numbers, desc="spot episodes", unit="ep")
-            for number in numbers:
+                bar = tqdm(total=episodes, desc="spot episodes", unit="ep")
+            max_attempts = episodes if keep_failures else 2 * episodes + 10
+            for number in range(max_attempts):
+                if len(result.episodes) >= episodes:
+                    break
                 if number > 0 and between_episodes is not None:
                     between_episodes(number)
+                if prepare_episode is not None:
+                    script = prepare_episode(number)
+                    check_plan_inside(plan_demo(script, script.start_pose(), period_s), low,
+                                      high, "demonstration")
+                    policy.script = script
                 rng = np.random.default_rng(seed + number)
                 start = script.start_pose(rng)
                 reset = plan_reset(script, spot.observe().ee_pose, start, period_s)
                 check_plan_inside(reset, low, high, "reset move")
                 policy.run(reset)
-                _run_plan(loop, policy, period_s, f"episode {number} reset")
+                run_plan(loop, policy, period_s, f"episode {number} reset")
                 policy.run(plan_demo(script, start, period_s))
                 writer.start_episode(task)
                 sink.writer = writer
                 try:
-                    _run_plan(loop, policy, period_s, f"episode {number}")
+                    run_plan(loop, policy, period_s, f"episode {number}")
                 finally:
                     sink.writer = None
                 frames = writer.episode_frames
-                result.episodes.append(writer.save_episode(policy.success))
-                result.successes.append(policy.success)
+                success = judge(policy) if judge is not None else policy.success
+                result.attempts += 1
+                if not success and not keep_failures:
+                    writer.discard_episode()
+                    log.info("spot record: attempt %d failed; discarded", number)
+                    continue
+                result.episodes.append(writer.save_episode(success))
+                result.successes.append(success)
                 result.frames.append(frames)
+                result.seeds.append(seed + number)
+                if bar is not None:
+                    bar.update(1)
                 log.info("spot record: saved episode %d (%d frames, success=%s)",
-                         result.episodes[-1], frames, policy.success)
+                         result.episodes[-1], frames, success)
+            if bar is not None:
+                bar.close()
+            if len(result.episodes) < episodes:
+                raise TheiaError(f"spot record: only {len(result.episodes)} of {episodes} "
+                                 f"episodes succeeded in {result.attempts} attempts")
             loop.pause()  # hold; leaving the adapter's context stows and returns the lease
         finally:
             loop.chunker.close()

@@ -5,10 +5,12 @@ a person. This one knows where the drawer handle is (a hand pose in the body fra
 once, e.g. by teleoperating the hand onto the handle and reading ``observe().ee_pose``) and
 emits, from wherever the hand starts:
 
-1. ``approach``: to a pre-grasp pose ``approach_offset_m`` in front of the handle (-x), open;
+1. ``approach``: to a pre-grasp pose ``approach_offset_m`` in front of the handle (along the
+   pull axis), open;
 2. ``insert``: onto the handle, open;
 3. ``close``: ``close_ticks`` ticks on the handle closing the claw;
-4. ``pull``: back along body -x by ``pull_distance_m``, closed, then ``settle_ticks`` there;
+4. ``pull``: back along the pull axis by ``pull_distance_m``, closed, then ``settle_ticks``
+   there;
 5. ``release``: ``release_ticks`` ticks opening the claw;
 6. ``retreat``: a further ``retreat_m`` back, open.
 
@@ -47,11 +49,16 @@ class DrawerScript:
     handle_xyz_m / handle_rpy_rad: the hand pose that grasps the handle.
     start_offset_m: start pose = handle + this (orientation: the handle's).
     start_jitter_m: each start coordinate is moved by a uniform draw in +-this (seeded).
-    approach_offset_m: the pre-grasp pose is this far in front of the handle (-x).
-    pull_distance_m: how far the closed claw pulls back along -x.
+    approach_offset_m: the pre-grasp pose is this far in front of the handle (-x, see
+        ``pull_along_grasp``).
+    pull_distance_m: how far the closed claw pulls back (-x, see ``pull_along_grasp``).
     retreat_m: how far the open hand backs off after releasing.
     speed_m_s / angular_speed_rad_s: hand speed along the segments.
     close_ticks / release_ticks: ticks spent closing / opening the claw.
+    pull_along_grasp: approach, pull and retreat along the grasp's heading (its yaw) instead
+        of body -x: the drawer faces the robot at an angle.
+    grasp_settle_ticks: ticks the open claw waits on the handle before closing (the hand
+        reaches a streamed target about a period and a margin after it is sent).
     settle_ticks: ticks the pull's end is held (claw closed) before releasing: the robot
         reaches each streamed target about a period and a margin after it is sent, and
         success is judged when the release begins.
@@ -70,6 +77,8 @@ class DrawerScript:
     speed_m_s: float = 0.15
     angular_speed_rad_s: float = 0.6
     close_ticks: int = 3
+    grasp_settle_ticks: int = 0
+    pull_along_grasp: bool = False
     release_ticks: int = 2
     settle_ticks: int = 4
     success_tolerance_m: float = 0.03
@@ -96,8 +105,9 @@ class DrawerScript:
                 raise bad(name, "a number >= 0")
         if self.pull_distance_m <= 0:
             raise bad("pull_distance_m", "a positive distance")
-        if self.settle_ticks < 0:
-            raise bad("settle_ticks", "an integer >= 0")
+        for name in ("settle_ticks", "grasp_settle_ticks"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
+                raise bad(name, "an integer >= 0")
         for name in ("close_ticks", "release_ticks"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise bad(name, "an integer >= 1")
@@ -132,11 +142,24 @@ class DrawerScript:
             pose[:3] += rng.uniform(-self.start_jitter_m, self.start_jitter_m, 3)
         return pose
 
+    @property
+    def pull_axis(self) -> np.ndarray:
+        """``[3]`` unit vector the drawer opens along: body -x, or with ``pull_along_grasp``
+        the horizontal direction the grasp faces, reversed (a drawer seen at an angle)."""
+        if not self.pull_along_grasp:
+            return np.array([-1.0, 0.0, 0.0])
+        yaw = float(self.handle_rpy_rad[2])
+        return -np.array([math.cos(yaw), math.sin(yaw), 0.0])
+
+    def back_off(self, pose: np.ndarray, distance_m: float) -> np.ndarray:
+        """``pose`` ``[6]`` moved ``distance_m`` along :attr:`pull_axis`."""
+        out = np.array(pose, dtype=np.float64)
+        out[:3] += distance_m * self.pull_axis
+        return out
+
     def pull_end(self) -> np.ndarray:
-        """``[6]`` where the pull ends (handle moved back along body -x)."""
-        pose = self.handle_pose
-        pose[0] -= self.pull_distance_m
-        return pose
+        """``[6]`` where the pull ends (handle moved back along the pull axis)."""
+        return self.back_off(self.handle_pose, self.pull_distance_m)
 
 
 @dataclass(frozen=True)
@@ -179,11 +202,9 @@ def plan_demo(script: DrawerScript, from_pose: np.ndarray, period_s: float) -> P
     """The recorded demonstration from ``from_pose`` ``[6]`` (see the module docstring)."""
     step_m, step_rad = script.speed_m_s * period_s, script.angular_speed_rad_s * period_s
     handle = script.handle_pose
-    pre = handle.copy()
-    pre[0] -= script.approach_offset_m
+    pre = script.back_off(handle, script.approach_offset_m)
     pulled = script.pull_end()
-    retreat = pulled.copy()
-    retreat[0] -= script.retreat_m
+    retreat = script.back_off(pulled, script.retreat_m)
     points: list[np.ndarray] = []
     phases: list[str] = []
 
@@ -195,7 +216,8 @@ def plan_demo(script: DrawerScript, from_pose: np.ndarray, period_s: float) -> P
         return [np.concatenate([pose, [gripper]]) for _ in range(ticks)]
 
     add("approach", _segment(np.asarray(from_pose, np.float64), pre, OPEN, step_m, step_rad))
-    add("insert", _segment(pre, handle, OPEN, step_m, step_rad))
+    add("insert", _segment(pre, handle, OPEN, step_m, step_rad)
+        + hold(handle, OPEN, script.grasp_settle_ticks))
     add("close", hold(handle, CLOSED, script.close_ticks))
     add("pull", _segment(handle, pulled, CLOSED, step_m, step_rad)
         + hold(pulled, CLOSED, script.settle_ticks))

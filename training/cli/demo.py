@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="output directory (default outputs/demo-<timestamp>; re-use one "
                              "to resume or to re-evaluate)")
+    parser.add_argument("--task", choices=["door", "spot_drawer"], default="door",
+                        help="door: WidowX door (CNN-MLP); spot_drawer: simulated Spot through "
+                             "bosdyn-client, diffusion policy (Table 10)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 8 demos, 8 epochs, 3 held-out episodes (< 3 min)")
     parser.add_argument("--demos", type=int, default=None, help="scripted demonstrations (40)")
@@ -90,8 +93,24 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
     return base.with_overrides(**overrides)
 
 
+def main_spot(args: argparse.Namespace) -> int:
+    from training.demo.spot_pipeline import SpotDemoConfig, run_spot_demo
+
+    names = ("demos", "encoder", "iters", "batch_size", "lr", "horizon", "eval_episodes",
+             "eval_seed", "max_steps", "replan_every", "backend", "video_episodes", "threads")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    config = SpotDemoConfig.quick(**overrides) if args.quick else SpotDemoConfig(**overrides)
+    out = args.out or f"outputs/demo-spot-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"theia demo --task spot_drawer -> {out}")
+    report = run_spot_demo(config, out, show_progress=not args.no_progress)
+    return 0 if report["per_episode"] else 1
+
+
 def main(args: argparse.Namespace) -> int:
     from training.demo.pipeline import run_demo
+
+    if getattr(args, "task", "door") == "spot_drawer":
+        return main_spot(args)
 
     config = build_config(args)
     out = args.out or f"outputs/demo-{time.strftime('%Y%m%d-%H%M%S')}"

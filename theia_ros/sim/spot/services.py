@@ -149,9 +149,14 @@ class TimeSync(_Base, time_sync_service_pb2_grpc.TimeSyncServiceServicer):
                                     timestamp_to_nsec(rt.server_tx))
             # NTP estimate: skew = ((server_rx - client_tx) + (server_tx - client_rx)) / 2
             skew_ns = ((server_rx - client_tx) + (server_tx - client_rx)) // 2
-            rtt_ns = (client_rx - client_tx) - (server_tx - server_rx)
+            rtt_ns = max((client_rx - client_tx) - (server_tx - server_rx), 0)
+            with robot.lock:  # the best estimate is the round with the shortest trip (NTP)
+                best = robot.time_sync_best.get(robot.clock_identifier)
+                if best is None or rtt_ns <= best[0]:
+                    best = robot.time_sync_best[robot.clock_identifier] = (rtt_ns, skew_ns)
+            rtt_ns, skew_ns = best
             state.best_estimate.clock_skew.FromNanoseconds(skew_ns)
-            state.best_estimate.round_trip_time.FromNanoseconds(max(rtt_ns, 0))
+            state.best_estimate.round_trip_time.FromNanoseconds(rtt_ns)
             state.status = time_sync_pb2.TimeSyncState.STATUS_OK
             with robot.lock:
                 if "time_sync" not in robot.events:
@@ -503,9 +508,8 @@ class Image(_Base, image_service_pb2_grpc.ImageServiceServicer):
                 continue
             colour = IMAGE_SOURCES[image_request.image_source_name]
             with robot.lock:
-                rgb = robot.render(image_request.image_source_name)
-                set_timestamp_from_nsec(item.shot.acquisition_time,
-                                        sec_to_nsec(robot.robot_now_s()))
+                rgb, taken_s = robot.camera_frame(image_request.image_source_name)
+                set_timestamp_from_nsec(item.shot.acquisition_time, sec_to_nsec(taken_s))
             shot = item.shot
             shot.frame_name_image_sensor = image_request.image_source_name
             shot.image.rows, shot.image.cols = rgb.shape[:2]

@@ -1,0 +1,110 @@
+"""The Spot drawer task in simulation: a running simulated Spot + a client config aimed at it.
+
+THE SERVER IS A SIMULATOR / STAND-IN FOR A SPOT ROBOT, NOT BOSTON DYNAMICS' SOFTWARE
+(``theia_ros.sim.spot``). ``DrawerSim`` starts it on 127.0.0.1 with the MuJoCo cabinet world
+(``drawer.py``) and a fresh random password in a chmod-600 credentials file, so recorders and
+evaluations connect the real ``SpotAdapter`` (``bosdyn-client``) exactly as to a robot, and
+use ``reset(seed)`` / ``script_for`` / ``opening_m`` for the parts an operator would do by hand
+(placing the robot, closing the drawer, measuring where the handle is, judging success).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+
+from theia_ros.record.spot_script import DrawerScript
+
+from .drawer import SUCCESS_OPEN_M, DrawerWorld, drawer_robot_options
+from .server import SpotStandIn
+
+CAMERA_SOURCE = "front_color"
+# the demonstration: start above and in front of the handle; pull 20 cm (success needs 10)
+BASE_SCRIPT = DrawerScript(start_offset_m=(-0.22, 0.0, 0.12), start_jitter_m=0.02,
+                           approach_offset_m=0.08, pull_distance_m=0.2, retreat_m=0.04,
+                           speed_m_s=0.15, grasp_settle_ticks=2, close_ticks=3,
+                           release_ticks=2, settle_ticks=3, pull_along_grasp=True)
+
+
+class DrawerSim:
+    """``with DrawerSim() as sim:`` a simulated Spot in front of the cabinet."""
+
+    def __init__(self, image_hw: tuple[int, int] = (224, 224), seed: int = 0,
+                 camera_hz: float = 10.0) -> None:
+        self.world = DrawerWorld(*image_hw, camera_hz=camera_hz, sources=(CAMERA_SOURCE,),
+                                 seed=seed)
+        self._password = secrets.token_urlsafe(18)
+        self.server = SpotStandIn(username="operator", password=self._password,
+                                  image_hw=image_hw, world=self.world,
+                                  **drawer_robot_options())
+        self.credentials_file: Path | None = None
+
+    def __enter__(self) -> DrawerSim:
+        self.server.start()
+        path = Path(self.server._tmp.name) / "credentials"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"BOSDYN_CLIENT_USERNAME=operator\nBOSDYN_CLIENT_PASSWORD={self._password}\n")
+        self.credentials_file = path
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+
+    def config(self, **overrides: object):
+        """A ``SpotConfig`` aimed at the simulator (5 Hz, the body colour camera as
+        ``front``); ``overrides`` replace any field."""
+        from theia_ros.robots.spot.config import SpotConfig
+
+        values: dict[str, object] = {
+            "hostname": "127.0.0.1", "port": self.server.port,
+            "robot_cert": self.server.cert_path, "credentials_file": str(self.credentials_file),
+            "client_name": "theia-ros-drawer-sim", "cameras": {"front": CAMERA_SOURCE},
+            "rate_hz": 5.0, "rpc_timeout_s": 5.0, "power_timeout_s": 10.0,
+            "lease_keepalive_s": 0.5,
+        }
+        values.update(overrides)
+        return SpotConfig(**values)  # type: ignore[arg-type]
+
+    # -- what an operator does between episodes ----------------------------------------------
+    def reset(self, seed: int) -> None:
+        """Close the drawer and place the standing robot at the seed's pose."""
+        with self.server.state.lock:
+            self.world.reset(seed)
+
+    def script_for(self, base: DrawerScript = BASE_SCRIPT) -> DrawerScript:
+        """``base`` with the handle where it is from the current stance (measured once per
+        placement, as an operator would by teleoperating onto it)."""
+        with self.server.state.lock:
+            xyz, rpy = self.world.handle_pose_in_body()
+        return dataclasses.replace(base, handle_xyz_m=tuple(float(v) for v in xyz),
+                                   handle_rpy_rad=tuple(float(v) for v in rpy))
+
+    @property
+    def opening_m(self) -> float:
+        with self.server.state.lock:
+            return self.world.opening_m
+
+    @property
+    def success(self) -> bool:
+        return self.opening_m >= SUCCESS_OPEN_M
+
+
+def record_drawer_demos(out: str | Path, episodes: int, *, first_seed: int = 0,
+                        image_hw: tuple[int, int] = (224, 224), progress: bool = True):
+    """Record ``episodes`` successful scripted drawer openings through ``SpotAdapter`` against
+    the simulator (attempt ``i`` uses scene seed ``first_seed + i``; failures are discarded).
+    Returns the ``SpotRecordResult``."""
+    from theia_ros.record.spot import record_spot
+
+    with DrawerSim(image_hw=image_hw, seed=first_seed) as sim:
+        def prepare(number: int) -> DrawerScript:
+            sim.reset(first_seed + number)
+            return sim.script_for()
+
+        return record_spot(sim.config(), out, episodes, script=sim.script_for(),
+                           seed=first_seed, prepare_episode=prepare,
+                           judge=lambda _policy: sim.success, keep_failures=False,
+                           progress=progress)
