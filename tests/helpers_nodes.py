@@ -28,8 +28,9 @@ def session_domain_id() -> int:
     return 100 + os.getpid() % 100
 
 
-def build_tiny_bundle(root: Path) -> Path:
-    """Export a random Theia-Tiny CNN-MLP policy (EE deltas, state [7], horizon 4)."""
+def build_tiny_bundle(root: Path, image_hw: tuple[int, int] = IMAGE_HW) -> Path:
+    """Export a random Theia-Tiny CNN-MLP policy (EE deltas, state [7], horizon 4) for a
+    camera of ``image_hw``."""
     import torch
 
     from policies.cnn_mlp import CnnMlpConfig
@@ -50,7 +51,7 @@ def build_tiny_bundle(root: Path) -> Path:
     norm = Normalizer.from_stats("mean_std", unit, small)
     policy = build_policy(cfg, create_encoder("theia_tiny", seed=0), head, norm)
     save_policy(policy, root / "policy")
-    opts = ExportOptions(image_hw=IMAGE_HW, exporter="torchscript", torch_copy=False)
+    opts = ExportOptions(image_hw=tuple(image_hw), exporter="torchscript", torch_copy=False)
     out, _ = export_bundle(root / "policy", root / "bundle", opts, log=lambda *_: None)
     return out
 
