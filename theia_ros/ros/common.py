@@ -277,9 +277,13 @@ class SensorIntake:
         try:
             rgb = message_to_rgb(msg)
             if self._image_hw is not None and rgb.shape[:2] != self._image_hw:
-                raise TheiaError(f"image is {rgb.shape[0]}x{rgb.shape[1]} but the policy takes "
-                                 f"{self._image_hw[0]}x{self._image_hw[1]}; set the camera "
-                                 "driver's resolution")
+                raise TheiaError(
+                    f"the camera sends {rgb.shape[1]}x{rgb.shape[0]} (width x height) but the "
+                    f"policy bundle takes {self._image_hw[1]}x{self._image_hw[0]}: a V4L2 "
+                    "driver answers a size it lacks with its nearest mode; set the config's "
+                    "camera_driver width/height to a mode the camera has (v4l2-ctl "
+                    "--list-formats-ext) and export the bundle for it (theia export "
+                    "--image-size HxW; the bundle resizes to the encoder)")
             self._images.put(self._camera, rgb, stamp_to_monotonic(self._node, msg.header.stamp))
             self.images_received += 1
         except TheiaError as exc:

@@ -37,6 +37,8 @@ INTERBOTIX_PACKAGE = "interbotix_xsarm_control"
 INTERBOTIX_LAUNCH = "xsarm_control.launch.py"
 REALSENSE_PACKAGE = "realsense2_camera"
 REALSENSE_LAUNCH = "rs_launch.py"
+# realsense2_camera 4.55+ puts its node at /<camera_namespace>/<camera_name> (both "camera")
+REALSENSE_COLOR_TOPIC = "/camera/camera/color/image_raw"
 USB_CAM_PACKAGE, USB_CAM_EXECUTABLE = "usb_cam", "usb_cam_node_exe"
 SPACENAV_PACKAGE, SPACENAV_EXECUTABLE = "spacenav", "spacenav_node"
 TWIN_EXECUTABLE = "xs_sdk_twin"
@@ -72,16 +74,39 @@ def _camera_actions(cfg: TaskConfig, driver: str) -> list[Any]:
         return [Node(package=USB_CAM_PACKAGE, executable=USB_CAM_EXECUTABLE, name="camera",
                      parameters=[params], remappings=[("image_raw", topic)], output="screen")]
     if driver == "realsense":
-        w, h = int(cam.get("width", 640)), int(cam.get("height", 480))
-        fps = int(cam.get("fps", 30))
-        args = {"enable_depth": "false", "rgb_camera.color_profile": f"{w},{h},{fps}"}
-        if cam.get("serial_no"):
-            args["serial_no"] = str(cam["serial_no"])
         path = os.path.join(get_package_share_directory(REALSENSE_PACKAGE), "launch",
                             REALSENSE_LAUNCH)
         return [IncludeLaunchDescription(PythonLaunchDescriptionSource(path),
-                                         launch_arguments=args.items())]
+                                         launch_arguments=realsense_arguments(cfg).items())]
     return []
+
+
+def realsense_serial(serial: object) -> str:
+    """The ``serial_no`` launch argument for realsense2_camera: a serial of digits gets a
+    leading ``_`` (the driver strips it), or ROS 2 parameter parsing turns it into an
+    integer and the driver matches no device."""
+    text = str(serial).strip()
+    return f"_{text}" if text.isdigit() else text
+
+
+def realsense_arguments(cfg: TaskConfig) -> dict[str, str]:
+    """``rs_launch.py`` arguments: colour only, at the config's (native) profile."""
+    cam = cfg.camera_driver
+    w, h = int(cam.get("width", 640)), int(cam.get("height", 480))
+    fps = int(cam.get("fps", 30))
+    args = {"camera_namespace": "camera", "camera_name": "camera", "enable_depth": "false",
+            "rgb_camera.color_profile": f"{w},{h},{fps}"}
+    if cam.get("serial_no"):
+        args["serial_no"] = realsense_serial(cam["serial_no"])
+    return args
+
+
+def image_topic(cfg: TaskConfig, driver: str) -> str:
+    """The colour topic the node subscribes to: the RealSense driver's fixed one when the
+    launch starts it, else ``topics.image``."""
+    if driver == "realsense":
+        return REALSENSE_COLOR_TOPIC
+    return cfg.topics.get("image", "/camera/image_raw")
 
 
 def _interbotix(cfg: TaskConfig) -> list[Any]:
@@ -146,15 +171,18 @@ def _setup(context: Any, task: str, kind: str) -> list[Any]:
         actions += _xs_sdk_twin(cfg, sim_camera_hw(cfg, bundle), arg("sim_seed"))
     elif robot == "widowx" and arg("interbotix").lower() == "true":
         actions += _interbotix(cfg)
+    params: dict[str, Any] = {"config_file": os.path.abspath(config_path)}
     if robot in ("widowx", "dry_run") and not use_sim:
-        actions += _camera_actions(cfg, arg("camera") or cfg.camera_driver.get("type", "none"))
+        driver = arg("camera") or cfg.camera_driver.get("type", "none")
+        actions += _camera_actions(cfg, driver)
+        params["image_topic"] = image_topic(cfg, driver)
     if robot == "sim" and arg("sim_seed") and "sim_seed" in NODES[kind][1]:
         overrides["sim_seed"] = int(arg("sim_seed"))
     if kind == "recorder" and overrides.get("teleop_type", "Twist") == "Twist" \
             and arg("spacenav").lower() == "true":
         actions.append(Node(package=SPACENAV_PACKAGE, executable=SPACENAV_EXECUTABLE,
                             output="screen"))
-    params = {"config_file": os.path.abspath(config_path), **overrides}
+    params.update(overrides)
     actions.append(Node(package=PACKAGE, executable=executable, name=executable,
                         parameters=[params], output="screen", emulate_tty=True,
                         sigterm_timeout=SHUTDOWN_TIMEOUT_S))
