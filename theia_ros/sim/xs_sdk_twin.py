@@ -424,6 +424,22 @@ class XsSdkTwin:
             self._apply_torque()
         return res
 
+    def reset_scene(self, seed: int | None) -> None:
+        """A new door episode: the scene of ``seed`` with the arm at its start pose, every
+        motor healthy and torqued, holding there (no command in flight), gripper open."""
+        with self._lock:
+            self.env.reset(seed)
+            q0 = self.env.arm_qpos()
+            now = time.monotonic()
+            for name, q in zip(ARM, q0):
+                m = self.motors[name]
+                m.start = m.target = float(q)
+                m.t0, m.torque, m.hardware_error = now, True, 0
+            self.motors[GRIPPER].torque, self.motors[GRIPPER].hardware_error = True, 0
+            self._finger_goal, self._pwm = K.FINGER_OPEN_M, 0.0
+            self._last_q = q0
+            self._apply_torque()
+
     # -- lifecycle -------------------------------------------------------------------------
     def linger(self, timeout_s: float) -> bool:
         """Keep serving while another node still publishes arm commands (at most
