@@ -56,6 +56,14 @@ def build_tiny_bundle(root: Path, image_hw: tuple[int, int] = IMAGE_HW) -> Path:
     return out
 
 
+def session_tiny_bundle(tmp_path_factory, image_hw: tuple[int, int]) -> Path:
+    """:func:`build_tiny_bundle` once per test session and camera size."""
+    root = tmp_path_factory.getbasetemp() / f"tiny_bundle_{image_hw[0]}x{image_hw[1]}"
+    if (root / "bundle" / "bundle.yaml").is_file():
+        return root / "bundle"
+    return build_tiny_bundle(root, image_hw)
+
+
 def joint_state_fields() -> tuple[list[str], list[float]]:
     return [*K.JOINT_NAMES, "left_finger"], [*map(float, K.HOME_QPOS_RAD), 0.03]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ros_upstream as ru
-from helpers_nodes import build_tiny_bundle
+from helpers_nodes import session_tiny_bundle
 
 from theia_ros.control import kinematics as K
 
@@ -115,7 +115,7 @@ def installed(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sim_bundle(tmp_path_factory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("launch_bundle"), SIM_IMAGE_HW)
+    return session_tiny_bundle(tmp_path_factory, SIM_IMAGE_HW)
 
 
 @pytest.fixture

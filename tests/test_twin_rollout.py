@@ -9,18 +9,18 @@ import os
 
 import pytest
 import ros_upstream as ru
-from helpers_nodes import build_tiny_bundle
+from helpers_nodes import session_tiny_bundle
 
 
 @pytest.mark.slow
-def test_twin_episodes_act_every_tick_and_track_the_door(tmp_path) -> None:
+def test_twin_episodes_act_every_tick_and_track_the_door(tmp_path_factory) -> None:
     ru.activate()
     os.environ["ROS_DOMAIN_ID"] = str(ru.domain_id())
     from theia_ros.evaluate.rollout import RunSettings, run_episodes
     from theia_ros.evaluate.twin_rollout import run_twin_episodes
     from theia_ros.runtime import load
 
-    runtime = load(build_tiny_bundle(tmp_path, (96, 96)), backend="onnxruntime")
+    runtime = load(session_tiny_bundle(tmp_path_factory, (96, 96)), backend="onnxruntime")
     settings = RunSettings(max_steps=15)
     seeds = [10_000, 10_001]
     twin = run_twin_episodes(runtime, seeds, settings, image_size=96)

@@ -300,6 +300,7 @@ class XsSdkTwin:
                     view.qpos[:] = self.env.data.qpos
                     stamp = self.node.get_clock().now().to_msg()
                 mujoco.mj_kinematics(model, view)
+                mujoco.mj_camlight(model, view)  # the target-tracking camera's pose
                 renderer.update_scene(view, CAMERA_NAME)
                 msg = self._Image(**rgb_to_image_fields(renderer.render()))
                 msg.header.stamp, msg.header.frame_id = stamp, "camera_color_optical_frame"
