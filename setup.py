@@ -10,6 +10,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "theia_ros"
+# resolved: a colcon --symlink-install build runs a link to this file from its build folder
+HERE = Path(__file__).resolve().parent
 
 # Deploy path: what a robot needs to run a policy bundle with onnxruntime (no torch).
 DEPLOY = [
@@ -48,7 +50,7 @@ setup(
     name="theia-ros",
     version="0.1.0",
     description="Theia encoders, behaviour-cloning policies and safe ROS 2 deployment",
-    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

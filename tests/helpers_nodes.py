@@ -28,8 +28,9 @@ def session_domain_id() -> int:
     return 100 + os.getpid() % 100
 
 
-def build_tiny_bundle(root: Path) -> Path:
-    """Export a random Theia-Tiny CNN-MLP policy (EE deltas, state [7], horizon 4)."""
+def build_tiny_bundle(root: Path, image_hw: tuple[int, int] = IMAGE_HW) -> Path:
+    """Export a random Theia-Tiny CNN-MLP policy (EE deltas, state [7], horizon 4) for a
+    camera of ``image_hw``."""
     import torch
 
     from policies.cnn_mlp import CnnMlpConfig
@@ -50,9 +51,17 @@ def build_tiny_bundle(root: Path) -> Path:
     norm = Normalizer.from_stats("mean_std", unit, small)
     policy = build_policy(cfg, create_encoder("theia_tiny", seed=0), head, norm)
     save_policy(policy, root / "policy")
-    opts = ExportOptions(image_hw=IMAGE_HW, exporter="torchscript", torch_copy=False)
+    opts = ExportOptions(image_hw=tuple(image_hw), exporter="torchscript", torch_copy=False)
     out, _ = export_bundle(root / "policy", root / "bundle", opts, log=lambda *_: None)
     return out
+
+
+def session_tiny_bundle(tmp_path_factory, image_hw: tuple[int, int]) -> Path:
+    """:func:`build_tiny_bundle` once per test session and camera size."""
+    root = tmp_path_factory.getbasetemp() / f"tiny_bundle_{image_hw[0]}x{image_hw[1]}"
+    if (root / "bundle" / "bundle.yaml").is_file():
+        return root / "bundle"
+    return build_tiny_bundle(root, image_hw)
 
 
 def joint_state_fields() -> tuple[list[str], list[float]]:

@@ -4,14 +4,18 @@ The message packages are built by ``scripts/build_ros_test_msgs.sh`` in ``make t
 (into ``$VENV/ros_test_ws``, or ``THEIA_ROS_TEST_WS``); the unmodified upstream Python
 sources are read in place from ``../shared/upstream``. :func:`activate` makes both importable
 in this process; :func:`env` gives a subprocess the same; :class:`XsSdkSim` runs
-Interbotix's own simulated driver node (``xs_sdk_sim.py``).
+Interbotix's own simulated driver node (``xs_sdk_sim.py``); :func:`colcon_install` and
+:class:`Launch` run this package's launch files from a colcon install the way ``ros2 launch``
+does (ros2cli has no wheel; its ``ros2launch`` package holds the verb's logic).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -71,15 +75,16 @@ def _prefixes() -> list[str]:
     return [str(WS / "install" / p) for p in PACKAGES] + [str(WS / "index")]
 
 
-def env(extra_pythonpath: list[str] | None = None) -> dict[str, str]:
-    """Environment for a subprocess that imports the messages and upstream modules."""
+def env(extra_pythonpath: list[str] | None = None, repo: bool = True) -> dict[str, str]:
+    """Environment for a subprocess that imports the messages and upstream modules (and this
+    repository, unless ``repo`` is False: a colcon install provides it)."""
     e = dict(os.environ)
 
     def prepend(key: str, values: list[str]) -> None:
         old = e.get(key)
         e[key] = os.pathsep.join(values + ([old] if old else []))
 
-    prepend("PYTHONPATH", [str(ROOT)] + (extra_pythonpath or []) + python_path())
+    prepend("PYTHONPATH", [str(ROOT)] * repo + (extra_pythonpath or []) + python_path())
     prepend("AMENT_PREFIX_PATH", [*_prefixes(), sys.prefix])
     prepend("LD_LIBRARY_PATH", [str(WS / "install" / p / "lib") for p in PACKAGES])
     e.setdefault("PYTHONUNBUFFERED", "1")
@@ -168,3 +173,65 @@ def wait_for(predicate, timeout_s: float, period_s: float = 0.02) -> bool:
             return True
         time.sleep(period_s)
     return bool(predicate())
+
+
+# What ``ros2 launch <package> <file> [args]`` runs (ros2launch/command/launch.py, minus the
+# ros2cli argument parsing): the launch file from the package's share folder, interactive.
+LAUNCH_MAIN = ("import sys; from ros2launch.api import get_share_file_path_from_package as f, "
+               "launch_a_launch_file as run; sys.exit(run(launch_file_path=f(package_name="
+               "sys.argv[1], file_name=sys.argv[2]), launch_file_arguments=sys.argv[3:]))")
+
+
+def colcon_install(out: Path) -> Path:
+    """``colcon build --symlink-install`` of this package into ``out``; its setup.bash."""
+    setup = out / "install" / "setup.bash"
+    if setup.is_file():
+        return setup
+    out.mkdir(parents=True, exist_ok=True)
+    e = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix,
+             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "colcon"), "build", "--base-paths", str(ROOT),
+         "--packages-select", "theia_ros", "--symlink-install",
+         "--event-handlers", "console_direct-"],
+        cwd=out, env=e, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not setup.is_file():
+        raise RuntimeError(f"colcon build of theia_ros failed:\n{proc.stdout[-3000:]}"
+                           f"{proc.stderr[-3000:]}")
+    return setup
+
+
+class Launch:
+    """``ros2 launch theia_ros <file> <args>`` from a colcon install, in its own process
+    group; :meth:`interrupt` is a Ctrl-C in its terminal (SIGINT to the whole group)."""
+
+    def __init__(self, setup_bash: Path, launch_file: str, args: list[str],
+                 log_path: Path, domain: int) -> None:
+        self.log_path = log_path
+        main = f"{sys.executable} -c {shlex.quote(LAUNCH_MAIN)} theia_ros {launch_file} " \
+            + " ".join(shlex.quote(a) for a in args)
+        e = env(repo=False)
+        e["ROS_DOMAIN_ID"] = str(domain)
+        self._log = open(log_path, "w")  # noqa: SIM115 (closed in close())
+        self.proc = subprocess.Popen(
+            ["bash", "-c", f"source {shlex.quote(str(setup_bash))} && exec {main}"], env=e,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def interrupt(self, timeout_s: float = 60.0) -> int:
+        """SIGINT to every process of the launch; the launch's exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -93,8 +93,9 @@ def test_launch_module_executables_and_external_references() -> None:
         pkg = consts.get(getattr(kw["package"], "id", None))
         exe = kw["executable"]
         exe = consts.get(getattr(exe, "id", None)) or getattr(exe, "id", None)
-        if pkg == "theia_ros":
-            assert exe == "executable"  # the NODES table's entry, checked above
+        if pkg == "theia_ros":  # the NODES table's entry (checked above) or the twin
+            assert exe in ("executable", LD.TWIN_EXECUTABLE), exe
+            assert exe == "executable" or exe in ours
         else:
             assert (pkg, exe) in external, (pkg, exe)
     assert LD.INTERBOTIX_PACKAGE == "interbotix_xsarm_control"
@@ -139,6 +140,8 @@ def test_widowx_door_values_reach_the_node() -> None:
     (lambda d: d["topics"].update(image_type="Jpeg"), "image_type"),
     (lambda d: d["widowx"].update(robot_model="wx200"), "wx250s"),
     (lambda d: d["camera_driver"].update(type="gstreamer"), "camera_driver.type"),
+    (lambda d: d["camera_driver"].update(serial_no=831612073525), "serial_no must be quoted"),
+    (lambda d: d["camera_driver"].update(width="640"), "camera_driver.width"),
 ])
 def test_bad_config_is_rejected_naming_the_key(mutate, match: str) -> None:
     path = ROOT / "config" / "widowx_door.yaml"
@@ -170,3 +173,32 @@ def test_parameter_tables_defaults_validate(node: str) -> None:
         validate(NODE_PARAMS[node], name, spec.default)
     with pytest.raises(TheiaError, match="unknown parameter"):
         validate(NODE_PARAMS[node], "no_such_parameter", 1)
+
+
+# Colour modes both a UVC webcam and a RealSense D4xx colour sensor offer (224x224 is neither's).
+NATIVE_MODES = {(640, 480), (1280, 720), (848, 480), (424, 240)}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_camera_driver_asks_for_a_native_mode(path: Path) -> None:
+    cam = load_task_config(path).camera_driver
+    if cam.get("type", "none") != "none":
+        assert (cam.get("width", 640), cam.get("height", 480)) in NATIVE_MODES, cam
+
+
+def test_realsense_serial_profile_and_topic() -> None:
+    """realsense2_camera 4.55+: ``_``-prefixed digit serials (ROS 2 would read them as an
+    integer), a width,height,fps colour profile, the node at /camera/camera."""
+    path = ROOT / "config" / "widowx_door.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["camera_driver"].update(type="realsense", serial_no="031612073525")
+    cfg = parse_task_config(doc, path)
+    args = LD.realsense_arguments(cfg)
+    assert args["serial_no"] == "_031612073525"
+    assert args["rgb_camera.color_profile"] == "640,480,30"
+    assert args["enable_depth"] == "false"
+    assert (args["camera_namespace"], args["camera_name"]) == ("camera", "camera")
+    assert LD.image_topic(cfg, "realsense") == "/camera/camera/color/image_raw"
+    assert LD.image_topic(cfg, "usb_cam") == cfg.topics["image"]
+    assert LD.realsense_serial("_031612073525") == "_031612073525"
+    assert LD.realsense_serial("f0123") == "f0123"

@@ -165,3 +165,51 @@ def test_control_loop_through_the_twin_safe_stops_on_motor_fault(twin, arm) -> N
     loop.run(max_ticks=5)
     assert loop.state is LoopState.FAULTED and "waist" in str(arm.fault)
     assert arm.counters["parks"] == 0  # a motor in error: hold, do not park
+
+
+def test_camera_publishes_the_door_scene_at_the_requested_size(twin) -> None:
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from theia_ros.ros.image_conversion import image_to_rgb
+    from theia_ros.sim.xs_sdk_twin import XsSdkTwin
+
+    topic = f"/wxcam{os.getpid()}/image"
+    cam = XsSdkTwin(f"wxcam{os.getpid()}", seed=3, camera_topic=topic, image_hw=(64, 64),
+                    camera_rate_hz=10.0)
+    node = rclpy.create_node(f"cam_probe_{next(_names)}")
+    frames = []
+    node.create_subscription(Image, topic, frames.append, qos_profile_sensor_data)
+    try:
+        end = time.monotonic() + 20.0
+        while len(frames) < 3 and time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    finally:
+        node.destroy_node()
+        cam.close()
+    assert len(frames) >= 3
+    rgb = image_to_rgb(frames[-1])
+    assert rgb.shape == (64, 64, 3) and frames[-1].encoding == "rgb8"
+    assert frames[-1].header.stamp.sec > 0
+    # the view SimWidowX renders of the same scene and arm pose
+    from theia_ros.sim.door_env import DoorEnv
+
+    env = DoorEnv(image_size=64)
+    try:
+        env.reset(3, arm_qpos=K.SLEEP_QPOS_RAD)
+        ref = env.render()
+    finally:
+        env.close()
+    assert np.abs(rgb.astype(int) - ref.astype(int)).mean() < 3.0
+
+
+def test_linger_serves_until_the_commanding_node_leaves(twin) -> None:
+    assert twin.linger(0.2) is True  # nobody commands the arm
+    adapter = make(twin)
+    adapter.connect()
+    try:
+        assert twin.linger(0.3) is False
+    finally:
+        adapter.disconnect()
+    assert twin.linger(5.0) is True

@@ -175,6 +175,16 @@ def _validate(cfg: TaskConfig) -> None:
     if driver not in CAMERA_DRIVERS:
         raise TheiaError(f"{src}: camera_driver.type must be one of {list(CAMERA_DRIVERS)}, "
                          f"got {driver!r}")
+    serial = cfg.camera_driver.get("serial_no")
+    if serial is not None and not isinstance(serial, str):
+        raise TheiaError(f"{src}: camera_driver.serial_no must be quoted (\"{serial}\"): YAML "
+                         "reads digits as a number, which loses leading zeros")
+    for key in ("width", "height", "fps"):
+        value = cfg.camera_driver.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value <= 0):
+            raise TheiaError(f"{src}: camera_driver.{key} must be a positive integer, got "
+                             f"{value!r}")
     LoopConfig(rate_hz=float(cfg.control.get("rate_hz", 5.0)), freshness=cfg.freshness())
     cfg.chunking()
     cfg.safety_limits(base_limits(cfg))

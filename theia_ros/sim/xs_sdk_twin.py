@@ -9,7 +9,9 @@ serves the same topics and services as the C++ driver node (``interbotix_xs_sdk`
     srv  get_robot_info, set_operating_modes, set_motor_pid_gains, set_motor_registers,
          get_motor_registers, torque_enable, reboot_motors
 
-and what the driver does with them, on the MuJoCo arm of ``theia_ros.sim`` (the door scene):
+and, with a ``camera_topic``, the door scene's front camera as ``sensor_msgs/Image`` (rgb8),
+so that a rehearsal needs no camera driver either. What the driver does with the commands, on
+the MuJoCo arm of ``theia_ros.sim`` (the door scene):
 
 * arm position commands follow the servos' time-based profile: a trapezoid lasting
   Profile_Velocity ms, of which Profile_Acceleration ms accelerate (modes.yaml starts them at
@@ -25,8 +27,8 @@ and what the driver does with them, on the MuJoCo arm of ``theia_ros.sim`` (the 
 
 Physics runs in real time on its own thread (the executor only serves callbacks).
 
-Run: ``xs_sdk_twin --ros-args -r __ns:=/wx250s`` (what ``widowx_door.launch.py
-use_sim:=true`` starts).
+Run: ``xs_sdk_twin --ros-args -r __ns:=/wx250s -p camera_topic:=/camera/image_raw`` (what
+``widowx_door.launch.py robot:=widowx use_sim:=true`` starts).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ MOTOR_IDS = {"waist": 1, "shoulder": 2, "elbow": 4, "forearm_roll": 6, "wrist_an
 VELOCITY_LIMIT_RAD_S = math.pi  # the wx250s URDF's arm joint velocity limits
 PUBLISH_PERIOD_S = 0.01  # wx250s.yaml joint_state_publisher update_rate: 100
 PWM_FINGER_SPEED_M_S = 0.06  # finger speed at the default 250 PWM gripper effort
+SHUTDOWN_GRACE_S = 15.0  # the longest the console script serves its clients after Ctrl-C
 
 
 def profile_fraction(t: float, moving_s: float, accel_s: float) -> float:
@@ -90,11 +93,21 @@ class XsSdkTwin:
         namespace: the robot name (``/wx250s`` topics); None: the ROS arguments' ``__ns``.
         seed: door scene seed (None: nominal).
         context: rclpy context (None: the default one).
-        start_qpos: initial arm joints (None: the sleep pose, as a powered-down arm lies).
+        start_qpos: initial arm joints (None: the sleep pose, as a powered-down arm lies;
+            ``"scene"``: the door scene's start pose, where the demonstrations begin).
+        camera_topic: publish the front camera there (None: no camera).
+        image_hw: camera size (height, width) in pixels.
+        camera_rate_hz: frames per second on ``camera_topic``.
+        read_parameters: take these from the node's ROS parameters, with the arguments as
+            defaults (the console script): ``seed`` (-1 nominal), ``start_pose`` (``sleep`` |
+            ``scene``), ``camera_topic`` (empty: none), ``image_width``, ``image_height``,
+            ``camera_rate_hz``.
     """
 
     def __init__(self, namespace: str | None = "wx250s", *, seed: int | None = None,
-                 context: Any = None, start_qpos: np.ndarray | None = None) -> None:
+                 context: Any = None, start_qpos: np.ndarray | str | None = None,
+                 camera_topic: str | None = None, image_hw: tuple[int, int] = (224, 224),
+                 camera_rate_hz: float = 15.0, read_parameters: bool = False) -> None:
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
         from interbotix_xs_msgs.srv import (
             MotorGains,
@@ -112,9 +125,37 @@ class XsSdkTwin:
         from theia_ros.sim.door_env import DoorEnv
 
         self._JointState = JointState
-        self.env = DoorEnv(render=False)
-        q0 = K.SLEEP_QPOS_RAD if start_qpos is None else np.asarray(start_qpos, np.float64)
-        self.env.reset(seed, arm_qpos=q0)
+        kw = {} if namespace is None else {"namespace": namespace}
+        self.node = Node("xs_sdk", context=context, **kw)
+        n = self.node
+        if read_parameters:
+            h, w = image_hw
+            values = {k: n.declare_parameter(k, v).value for k, v in (
+                ("seed", -1 if seed is None else seed), ("camera_topic", camera_topic or ""),
+                ("start_pose", start_qpos if isinstance(start_qpos, str) else "sleep"),
+                ("image_width", w), ("image_height", h), ("camera_rate_hz", camera_rate_hz))}
+            if min(values["image_width"], values["image_height"]) <= 0 \
+                    or values["camera_rate_hz"] <= 0 \
+                    or values["start_pose"] not in ("sleep", "scene"):
+                n.destroy_node()
+                raise ValueError(f"xs_sdk_twin: invalid parameters {values} (start_pose: "
+                                 "sleep | scene; sizes and rate > 0)")
+            start_qpos = None if values["start_pose"] == "sleep" else "scene"
+            seed = values["seed"] if values["seed"] >= 0 else None
+            camera_topic = values["camera_topic"] or None
+            image_hw = (values["image_height"], values["image_width"])
+            camera_rate_hz = values["camera_rate_hz"]
+        self.camera_topic = camera_topic
+        self.image_hw = (int(image_hw[0]), int(image_hw[1]))
+        self.env = DoorEnv(render=False, image_size=max(self.image_hw))
+        if isinstance(start_qpos, str):
+            if start_qpos != "scene":
+                raise ValueError(f"xs_sdk_twin: start_qpos {start_qpos!r} is not 'scene'")
+            self.env.reset(seed)
+            q0 = self.env.arm_qpos()
+        else:
+            q0 = K.SLEEP_QPOS_RAD if start_qpos is None else np.asarray(start_qpos, np.float64)
+            self.env.reset(seed, arm_qpos=q0)
         self._lock = threading.Lock()
         now = time.monotonic()
         self.motors = {n: _Motor(start=float(q), target=float(q), t0=now)
@@ -130,9 +171,6 @@ class XsSdkTwin:
         self._false_positions: dict[str, float] = {}
         self._false_stamp: tuple[int, int] | None = None
 
-        kw = {} if namespace is None else {"namespace": namespace}
-        self.node = Node("xs_sdk", context=context, **kw)
-        n = self.node
         n.create_subscription(JointGroupCommand, "commands/joint_group", self._on_group, 10)
         n.create_subscription(JointSingleCommand, "commands/joint_single", self._on_single, 10)
         n.create_subscription(String, "~/inject_fault", self._on_inject, 10)
@@ -145,9 +183,21 @@ class XsSdkTwin:
         n.create_service(TorqueEnable, "torque_enable", self._srv_torque)
         n.create_service(Reboot, "reboot_motors", self._srv_reboot)
         self._running = True
+        self._camera: threading.Thread | None = None
+        if camera_topic:
+            from rclpy.qos import qos_profile_sensor_data
+            from sensor_msgs.msg import Image
+
+            self._Image = Image
+            self.image_pub = n.create_publisher(Image, camera_topic, qos_profile_sensor_data)
+            self.frames_published = 0
+            self._camera = threading.Thread(target=self._run_camera, args=(camera_rate_hz,),
+                                            name="xs-twin-camera", daemon=True)
         self._physics = threading.Thread(target=self._run_physics, name="xs-twin-physics",
                                          daemon=True)
         self._physics.start()
+        if self._camera is not None:
+            self._camera.start()
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(n)
         self._spinner = threading.Thread(target=self._spin, name="xs-twin-ros", daemon=True)
@@ -248,6 +298,37 @@ class XsSdkTwin:
                 self.pub.publish(msg)
             next_t += PUBLISH_PERIOD_S
             time.sleep(max(0.0, next_t - time.monotonic()))
+
+    def _run_camera(self, rate_hz: float) -> None:
+        """Render the front camera from a copy of the joint state, so that physics waits
+        only for the copy, not for the renderer (EGL, this thread's own GL context)."""
+        import mujoco
+
+        from theia_ros.ros.image_conversion import rgb_to_image_fields
+        from theia_ros.sim.scene import CAMERA_NAME
+
+        model = self.env.model
+        view = mujoco.MjData(model)
+        renderer = mujoco.Renderer(model, *self.image_hw)
+        period = 1.0 / rate_hz
+        next_t = time.monotonic()
+        try:
+            while self._running:
+                with self._lock:
+                    view.qpos[:] = self.env.data.qpos
+                    stamp = self.node.get_clock().now().to_msg()
+                mujoco.mj_kinematics(model, view)
+                mujoco.mj_camlight(model, view)  # the target-tracking camera's pose
+                renderer.update_scene(view, CAMERA_NAME)
+                msg = self._Image(**rgb_to_image_fields(renderer.render()))
+                msg.header.stamp, msg.header.frame_id = stamp, "camera_color_optical_frame"
+                with contextlib.suppress(Exception):  # publisher gone while closing
+                    self.image_pub.publish(msg)
+                    self.frames_published += 1
+                next_t = max(next_t + period, time.monotonic())
+                time.sleep(max(0.0, next_t - time.monotonic()))
+        finally:
+            renderer.close()
 
     def _joint_state(self) -> Any:
         q = self.env.arm_qpos()
@@ -366,10 +447,44 @@ class XsSdkTwin:
             self._apply_torque()
         return res
 
+    def reset_scene(self, seed: int | None) -> None:
+        """A new door episode: the scene of ``seed`` with the arm at its start pose, every
+        motor healthy and torqued, holding there (no command in flight), gripper open."""
+        with self._lock:
+            self.env.reset(seed)
+            q0 = self.env.arm_qpos()
+            now = time.monotonic()
+            for name, q in zip(ARM, q0):
+                m = self.motors[name]
+                m.start = m.target = float(q)
+                m.t0, m.torque, m.hardware_error = now, True, 0
+            self.motors[GRIPPER].torque, self.motors[GRIPPER].hardware_error = True, 0
+            self._finger_goal, self._pwm = K.FINGER_OPEN_M, 0.0
+            self._last_q = q0
+            self._apply_torque()
+
     # -- lifecycle -------------------------------------------------------------------------
+    def linger(self, timeout_s: float) -> bool:
+        """Keep serving while another node still publishes arm commands (at most
+        ``timeout_s``); True when they all left.
+
+        A Ctrl-C in the terminal of a launch reaches every process at once. The real
+        ``xs_sdk`` then exits at once and the policy node's park goes nowhere; the twin
+        instead waits for the nodes commanding it, so a rehearsal shows the park.
+        """
+        topic = f"{self.node.get_namespace().rstrip('/')}/commands/joint_group"
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.node.count_publishers(topic) == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
     def close(self) -> None:
         self._running = False
         self._physics.join(timeout=2.0)
+        if self._camera is not None:
+            self._camera.join(timeout=2.0)
         self.executor.shutdown(timeout_sec=2.0)
         self._spinner.join(timeout=2.0)
         self.node.destroy_node()
@@ -377,23 +492,27 @@ class XsSdkTwin:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script ``xs_sdk_twin`` (ROS arguments: ``-r __ns:=/wx250s -p seed:=3``)."""
+    """Console script ``xs_sdk_twin``; ROS arguments ``-r __ns:=/wx250s`` and the parameters
+    ``seed`` (door scene; -1 nominal), ``start_pose`` (``sleep`` | ``scene``),
+    ``camera_topic`` (empty: no camera), ``image_width``, ``image_height``,
+    ``camera_rate_hz``."""
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=argv if argv is not None else sys.argv,
-               signal_handler_options=SignalHandlerOptions.NO)
+    args = argv if argv is not None else sys.argv
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     twin = None
     try:
-        twin = XsSdkTwin(namespace=None)
-        seed = twin.node.declare_parameter("seed", -1).value
-        if seed >= 0:
-            with twin._lock:
-                twin.env.reset(int(seed), arm_qpos=K.SLEEP_QPOS_RAD)
+        twin = XsSdkTwin(namespace=None, read_parameters=True)
+        twin.node.get_logger().info(
+            f"xs_sdk twin up under {twin.node.get_namespace()} (camera "
+            f"{twin.camera_topic or 'off'} {twin.image_hw[1]}x{twin.image_hw[0]})")
         while rclpy.ok():
             time.sleep(0.2)
     except KeyboardInterrupt:
-        pass
+        if twin is not None:
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: leave now
+                twin.linger(SHUTDOWN_GRACE_S)
     finally:
         if twin is not None:
             twin.close()
