@@ -9,6 +9,7 @@ The adapter runs through the unmodified upstream ``interbotix_xs_modules`` over 
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -178,7 +179,7 @@ def test_camera_publishes_the_door_scene_at_the_requested_size(twin) -> None:
     topic = f"/wxcam{os.getpid()}/image"
     cam = XsSdkTwin(f"wxcam{os.getpid()}", seed=3, camera_topic=topic, image_hw=(64, 64),
                     camera_rate_hz=10.0)
-    node = rclpy.create_node(f"cam_probe_{next(_names)}")
+    node = rclpy.create_node(f"cam_probe_{os.getpid()}")
     frames = []
     node.create_subscription(Image, topic, frames.append, qos_profile_sensor_data)
     try:
@@ -206,7 +207,7 @@ def test_camera_publishes_the_door_scene_at_the_requested_size(twin) -> None:
 
 def test_linger_serves_until_the_commanding_node_leaves(twin) -> None:
     assert twin.linger(0.2) is True  # nobody commands the arm
-    adapter = make(twin)
+    adapter = make_adapter(twin)
     adapter.connect()
     try:
         assert twin.linger(0.3) is False
