@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from theia_ros.errors import TheiaError
+from theia_ros.schema import fld, parse
 from theia_ros.types import ACTION_DIM
 
 
@@ -42,13 +43,13 @@ class CnnMlpConfig:
         hidden_dim: MLP hidden width (256 in the paper).
     """
 
-    feature_dim: int = 192
-    state_dim: int = 7
-    action_dim: int = ACTION_DIM
-    horizon: int = 10
-    grid: int = 14
-    neck_channels: int = 256
-    hidden_dim: int = 256
+    feature_dim: int = fld(192, ge=1, le=8192)
+    state_dim: int = fld(7, ge=1, le=64)
+    action_dim: int = fld(ACTION_DIM, ge=1, le=64)
+    horizon: int = fld(10, ge=1, le=1000)
+    grid: int = fld(14, ge=1, le=128)
+    neck_channels: int = fld(256, ge=1, le=8192)
+    hidden_dim: int = fld(256, ge=1, le=65536)
 
     def __post_init__(self) -> None:
         for name in ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
@@ -71,11 +72,9 @@ class CnnMlpConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> CnnMlpConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise TheiaError(f"cnn_mlp config: unknown fields {sorted(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "cnn_mlp config") -> CnnMlpConfig:
+        """Typed and bounded (see ``theia_ros.schema``); errors name ``where`` and the field."""
+        return parse(cls, d, where, "head")
 
 
 class CnnMlpHead(nn.Module):
