@@ -75,6 +75,7 @@ class EpisodeResult:
     wall_s: float
     holds: int
     interventions: dict[str, int] = field(default_factory=dict)
+    fault: str | None = None  # why the control loop safe-stopped (None: it did not)
 
     @property
     def success(self) -> bool:
@@ -95,7 +96,8 @@ class RunResult:
     def summary(self) -> dict[str, Any]:
         n = len(self.episodes)
         out: dict[str, Any] = {"episodes": n, "fast": self.fast,
-                               "success": sum(e.success for e in self.episodes)}
+                               "success": sum(e.success for e in self.episodes),
+                               "faulted": sum(e.fault is not None for e in self.episodes)}
         for stage in (DoorStage.OPEN, DoorStage.FULLY_OPEN):
             out[f"reached_{stage.name.lower()}"] = sum(
                 DoorStage[e.best_stage] >= stage for e in self.episodes)
@@ -227,4 +229,4 @@ def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
                          best_stage=state["best"].name, steps=int(state["steps"]),
                          door_angle_deg=math.degrees(state["angle_rad"]),
                          wall_s=time.perf_counter() - t0, holds=int(state["holds"]),
-                         interventions=dict(stats["interventions"]))
+                         interventions=dict(stats["interventions"]), fault=loop.last_fault)

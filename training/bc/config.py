@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from theia_ros.errors import TheiaError
+from theia_ros.types import ActionKind
 
 # Paper defaults: CNN-MLP = Table 9 (WidowX), diffusion = Table 10 (Spot).
 POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -57,6 +58,8 @@ class TrainConfig:
         cache_dtype: ``float16`` or ``float32``.
         head: head config overrides (e.g. ``{"down_dims": [128, 256]}``).
         seed, device: reproducibility and placement (``cpu``, ``cuda``, ``auto``).
+        action_kind: what the dataset's actions are (``ee_delta`` | ``ee_absolute``); needed
+            when the dataset does not say (LeRobot's own datasets), else must agree with it.
     """
 
     dataset: str
@@ -89,6 +92,7 @@ class TrainConfig:
     head: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
+    action_kind: str | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_DEFAULTS:
@@ -115,6 +119,10 @@ class TrainConfig:
                              f"got {self.val_fraction}")
         if self.shift_px < 0 or self.val_every < 0 or self.checkpoint_every < 0:
             raise TheiaError("train config: shift_px, val_every, checkpoint_every must be >= 0")
+        kinds = [k.value for k in ActionKind]
+        if self.action_kind is not None and self.action_kind not in kinds:
+            raise TheiaError(f"train config: action_kind {self.action_kind!r} unknown; choose "
+                             f"one of {kinds}")
         if not isinstance(self.head, dict):
             raise TheiaError("train config: head must be a mapping of head-config overrides")
 
