@@ -38,6 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -47,9 +48,11 @@ from policies.encoder import ENCODERS, EncoderConfig, TheiaEncoder, create_encod
 from policies.preprocess import IMAGE_SIZE, MEAN, STD
 from policies.teacher_specs import teacher_id
 from policies.translators import TheiaModel
+from policies.weights import build_checked
 from theia_ros.atomic import atomic_write as _atomic_write
 from theia_ros.errors import TheiaError
 from theia_ros.runtime.resize_weights import RESIZE_MODES
+from theia_ros.schema import check, fld, load_mapping, parse
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -64,6 +67,8 @@ _HF_BACKBONES = {
 }
 _HF_PREFIX = "backbone.model."
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+MAX_TEACHER_DIM = 1 << 16
+MAX_HIDDEN_FACTOR = 16.0
 
 
 # ----------------------------------------------------------------------------- public API
@@ -83,10 +88,11 @@ def load_encoder(path_or_id: str | os.PathLike, seed: int | None = None) -> Thei
     if is_registry_name(path_or_id):
         return create_encoder(str(path_or_id), seed=seed)
     ckpt = _read_checkpoint(path_or_id)
-    encoder = TheiaEncoder(ckpt.encoder_config)
     enc_sd = {k[len("encoder."):]: v for k, v in ckpt.state_dict.items()
               if k.startswith("encoder.")}
-    _load_strict(encoder, enc_sd, ckpt.source, prefix="encoder.")
+    encoder = build_checked(lambda: TheiaEncoder(ckpt.encoder_config), _shapes(enc_sd),
+                            ckpt.source, prefix="encoder.", config=ckpt.config_name)
+    encoder.load_state_dict(enc_sd, strict=True)
     return encoder.eval()
 
 
@@ -96,13 +102,20 @@ def load_theia(path_or_id: str | os.PathLike) -> TheiaModel:
     if not ckpt.shapes:
         raise TheiaError(f"{ckpt.source}: encoder-only checkpoint (no translators); "
                          "use load_encoder() for it")
-    model = TheiaModel(TheiaEncoder(ckpt.encoder_config), ckpt.shapes, ckpt.hidden_factor)
+    stats = {}
     for hub in ckpt.stats_teachers:
         tid = teacher_id(hub)
-        mean = _take(ckpt.state_dict, f"feature_stats.{tid}.mean", ckpt.source)
-        std = _take(ckpt.state_dict, f"feature_stats.{tid}.std", ckpt.source)
-        model.set_stats(hub, mean, std)
-    _load_strict(model, ckpt.state_dict, ckpt.source)
+        stats[hub] = (_take(ckpt.state_dict, f"feature_stats.{tid}.mean", ckpt.source),
+                      _take(ckpt.state_dict, f"feature_stats.{tid}.std", ckpt.source))
+
+    def attach_stats(model: TheiaModel) -> None:
+        for hub, (mean, std) in stats.items():
+            model.set_stats(hub, mean, std)
+
+    model = build_checked(
+        lambda: TheiaModel(TheiaEncoder(ckpt.encoder_config), ckpt.shapes, ckpt.hidden_factor),
+        _shapes(ckpt.state_dict), ckpt.source, config=ckpt.config_name, finish=attach_stats)
+    model.load_state_dict(ckpt.state_dict, strict=True)
     return model.eval()
 
 
@@ -188,12 +201,17 @@ def _published_architecture(config: Mapping, source: str = "config.json"
     shapes: dict[str, tuple[int, int, int]] = {}
     for hub, shape in sizes.items():
         if not (isinstance(shape, list | tuple) and len(shape) == 3
-                and all(isinstance(v, int) for v in shape)):
-            raise TheiaError(f"{source}: target_feature_sizes[{hub!r}] must be [C, H, W], got "
-                             f"{shape!r}")
+                and all(isinstance(v, int) and not isinstance(v, bool)
+                        and 1 <= v <= MAX_TEACHER_DIM for v in shape)):
+            raise TheiaError(f"{source}: target_feature_sizes[{hub!r}] must be [C, H, W] "
+                             f"integers in 1..{MAX_TEACHER_DIM}, got {shape!r:.60}")
         shapes[hub] = (shape[0], shape[1], shape[2])
-    factor = float(config.get("translator_hidden_size_factor", 1.0) or 1.0)
-    return ENCODERS[_HF_BACKBONES[backbone]](), shapes, factor
+    factor = config.get("translator_hidden_size_factor", 1.0) or 1.0
+    if not (isinstance(factor, int | float) and not isinstance(factor, bool)
+            and 0 < factor <= MAX_HIDDEN_FACTOR):
+        raise TheiaError(f"{source}: translator_hidden_size_factor must be a number in "
+                         f"(0, {MAX_HIDDEN_FACTOR}], got {factor!r:.60}")
+    return ENCODERS[_HF_BACKBONES[backbone]](), shapes, float(factor)
 
 
 def _hf_backbone_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
@@ -284,6 +302,26 @@ class _Checkpoint:
     hidden_factor: float
     stats_teachers: list[str]
     state_dict: dict[str, torch.Tensor]
+    config_name: str = CONFIG_NAME  # the config.json the architecture came from
+
+
+@dataclass(frozen=True)
+class _Teacher:
+    hub_id: str = fld()
+    shape: list[int] = fld(ge=1, le=MAX_TEACHER_DIM, min_len=3, max_len=3)
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """Every field of our ``config.json`` (typed and bounded, see ``theia_ros.schema``)."""
+
+    format: str = fld(choices=(FORMAT,))
+    format_version: int = fld(ge=1, le=FORMAT_VERSION)
+    encoder: EncoderConfig = fld()
+    teachers: list[_Teacher] = fld([])
+    translator_hidden_factor: float = fld(1.0, gt=0, le=MAX_HIDDEN_FACTOR)
+    feature_stats: list[str] = fld([])
+    preprocess: dict[str, Any] = fld({})
 
 
 def _read_checkpoint(path_or_id: str | os.PathLike) -> _Checkpoint:
@@ -293,12 +331,7 @@ def _read_checkpoint(path_or_id: str | os.PathLike) -> _Checkpoint:
         if not f.is_file():
             raise TheiaError(f"{directory}: missing {f.name} (a Theia checkpoint directory has "
                              f"{CONFIG_NAME} and {WEIGHTS_NAME})")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TheiaError(f"{config_path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise TheiaError(f"{config_path}: expected a JSON object")
+    config = load_mapping(config_path)
     state = _read_safetensors(weights_path)
     source = str(weights_path)
     if config.get("format") == FORMAT:
@@ -306,21 +339,22 @@ def _read_checkpoint(path_or_id: str | os.PathLike) -> _Checkpoint:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise TheiaError(f"{config_path}: format_version {version!r} not supported "
                              f"(this build reads <= {FORMAT_VERSION})")
-        try:
-            enc_cfg = EncoderConfig.from_dict(config["encoder"])
-            shapes = {t["hub_id"]: tuple(int(v) for v in t["shape"]) for t in config["teachers"]}
-            factor = float(config.get("translator_hidden_factor", 1.0))
-            stats = list(config.get("feature_stats", []))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TheiaError(f"{config_path}: malformed theia-ros config ({exc!r})") from None
-        return _Checkpoint(source, enc_cfg, shapes, factor, stats, state)  # type: ignore
+        doc = parse(CheckpointFile, config, config_path)
+        shapes = {t.hub_id: (t.shape[0], t.shape[1], t.shape[2]) for t in doc.teachers}
+        check(config_path, "teachers", len(shapes) == len(doc.teachers),
+              "lists a hub_id twice")
+        unknown = [h for h in doc.feature_stats if h not in shapes]
+        check(config_path, "feature_stats", not unknown,
+              f"{unknown[:1]} is not one of the teachers {list(shapes)}")
+        return _Checkpoint(source, doc.encoder, shapes, doc.translator_hidden_factor,
+                           list(doc.feature_stats), state, str(config_path))
     if "backbone" in config and "target_feature_sizes" in config:
         enc_cfg, shapes, factor = _published_architecture(config, str(config_path))
         try:
             converted = _convert_hf_theia(state, config)
         except TheiaError as exc:
             raise TheiaError(f"{source}: {exc}") from None
-        return _Checkpoint(source, enc_cfg, shapes, factor, [], converted)
+        return _Checkpoint(source, enc_cfg, shapes, factor, [], converted, str(config_path))
     raise TheiaError(f"{config_path}: not a Theia checkpoint config (neither format "
                      f"{FORMAT!r} nor a published Theia config with 'backbone' and "
                      "'target_feature_sizes')")
@@ -393,17 +427,5 @@ def _take(state: dict[str, torch.Tensor], key: str, source: str) -> torch.Tensor
     return state[key]
 
 
-def _load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                 prefix: str = "") -> None:
-    """``load_state_dict(strict=True)`` with one clear error naming the offending key."""
-    expected = module.state_dict()
-    for key, value in expected.items():
-        if key not in state:
-            raise TheiaError(f"{source}: missing key {prefix + key!r}")
-        if state[key].shape != value.shape:
-            raise TheiaError(f"{source}: key {prefix + key!r} has shape {list(state[key].shape)}"
-                             f", expected {list(value.shape)}")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise TheiaError(f"{source}: unexpected key {prefix + extra[0]!r}")
-    module.load_state_dict(state, strict=True)
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}

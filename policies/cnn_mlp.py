@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from theia_ros.errors import TheiaError
+from theia_ros.schema import fld, parse
 from theia_ros.types import ACTION_DIM
 
 
@@ -50,15 +51,15 @@ class CnnMlpConfig:
         n_obs_steps: joint states per sample (observation steps T).
     """
 
-    feature_dim: int = 192
-    state_dim: int = 7
-    action_dim: int = ACTION_DIM
-    horizon: int = 10
-    grid: int = 14
-    neck_channels: int = 256
-    hidden_dim: int = 256
-    num_views: int = 1
-    n_obs_steps: int = 1
+    feature_dim: int = fld(192, ge=1, le=8192)
+    state_dim: int = fld(7, ge=1, le=64)
+    action_dim: int = fld(ACTION_DIM, ge=1, le=64)
+    horizon: int = fld(10, ge=1, le=1000)
+    grid: int = fld(14, ge=1, le=128)
+    neck_channels: int = fld(256, ge=1, le=8192)
+    hidden_dim: int = fld(256, ge=1, le=65536)
+    num_views: int = fld(1, ge=1, le=64)  # cameras x observation steps
+    n_obs_steps: int = fld(1, ge=1, le=64)
 
     def __post_init__(self) -> None:
         for name in ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
@@ -81,11 +82,9 @@ class CnnMlpConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> CnnMlpConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise TheiaError(f"cnn_mlp config: unknown fields {sorted(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "cnn_mlp config") -> CnnMlpConfig:
+        """Typed and bounded (see ``theia_ros.schema``); errors name ``where`` and the field."""
+        return parse(cls, d, where, "head")
 
 
 def check_views(features: torch.Tensor, num_views: int) -> torch.Tensor:

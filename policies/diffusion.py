@@ -35,6 +35,7 @@ from torch import nn
 
 from policies.cnn_mlp import check_states, check_views
 from theia_ros.errors import TheiaError
+from theia_ros.schema import fld, parse
 from theia_ros.types import ACTION_DIM
 
 if TYPE_CHECKING:
@@ -72,19 +73,19 @@ class DiffusionConfig:
         n_obs_steps: joint states per sample (observation steps T; 2 in Chi et al.).
     """
 
-    feature_dim: int = 192
-    state_dim: int = 7
-    action_dim: int = ACTION_DIM
-    horizon: int = 4
-    grid: int = 14
-    proj_channels: int = 32
-    image_cond_dim: int = 256
-    down_dims: tuple[int, ...] = (256, 512)
-    kernel_size: int = 3
-    n_groups: int = 8
-    step_embed_dim: int = 128
-    num_train_timesteps: int = 100
-    num_inference_steps: int = 10
+    feature_dim: int = fld(192, ge=1, le=8192)
+    state_dim: int = fld(7, ge=1, le=64)
+    action_dim: int = fld(ACTION_DIM, ge=1, le=64)
+    horizon: int = fld(4, ge=1, le=1000)
+    grid: int = fld(14, ge=1, le=128)
+    proj_channels: int = fld(32, ge=1, le=8192)
+    image_cond_dim: int = fld(256, ge=1, le=65536)
+    down_dims: tuple[int, ...] = fld((256, 512), ge=1, le=8192, min_len=1, max_len=8)
+    kernel_size: int = fld(3, ge=1, le=31)
+    n_groups: int = fld(8, ge=1, le=512)
+    step_embed_dim: int = fld(128, ge=1, le=8192)
+    num_train_timesteps: int = fld(100, ge=1, le=100_000)
+    num_inference_steps: int = fld(10, ge=1, le=1000)
     beta_schedule: str = "squaredcos_cap_v2"
     clip_sample: bool = True
     prediction_type: str = "epsilon"
@@ -131,11 +132,9 @@ class DiffusionConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> DiffusionConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise TheiaError(f"diffusion config: unknown fields {sorted(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "diffusion config") -> DiffusionConfig:
+        """Typed and bounded (see ``theia_ros.schema``); errors name ``where`` and the field."""
+        return parse(cls, d, where, "head")
 
     def scheduler_kwargs(self) -> dict:
         """Shared diffusers scheduler settings (the DDIM sampler reuses the DDPM config)."""

@@ -27,6 +27,7 @@ from torch import nn
 from policies.preprocess import ColorOrder, preprocess
 from theia_ros.errors import TheiaError
 from theia_ros.runtime.resize_weights import DEFAULT_RESIZE, LEGACY_RESIZE, check_resize_mode
+from theia_ros.schema import fld, parse
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,23 @@ class EncoderConfig:
     """
 
     name: str = "theia_tiny"
-    embed_dim: int = 192
-    depth: int = 12
-    num_heads: int = 3
-    num_reg_tokens: int = 0
-    img_size: int = 224
-    patch_size: int = 16
-    ln_eps: float = 1e-12
+    embed_dim: int = fld(192, ge=1, le=8192)
+    depth: int = fld(12, ge=1, le=64)
+    num_heads: int = fld(3, ge=1, le=128)
+    num_reg_tokens: int = fld(0, ge=0, le=64)
+    img_size: int = fld(224, ge=16, le=2048)
+    patch_size: int = fld(16, ge=1, le=64)
+    ln_eps: float = fld(1e-12, gt=0, le=0.1)
     resize: str = DEFAULT_RESIZE
 
     def __post_init__(self) -> None:
         check_resize_mode(self.resize, "encoder config resize")
+        if self.embed_dim % self.num_heads:
+            raise TheiaError(f"encoder config: embed_dim {self.embed_dim} is not divisible by "
+                             f"num_heads {self.num_heads}")
+        if self.img_size % self.patch_size:
+            raise TheiaError(f"encoder config: img_size {self.img_size} is not a multiple of "
+                             f"patch_size {self.patch_size}")
 
     @property
     def grid(self) -> int:
@@ -74,13 +81,10 @@ class EncoderConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> EncoderConfig:
-        """A saved config; one without ``resize`` predates it and so used ``bilinear``."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise TheiaError(f"unknown encoder config fields: {sorted(unknown)}")
-        return cls(**{"resize": LEGACY_RESIZE, **d})
+    def from_dict(cls, d: dict, where: str = "encoder config") -> EncoderConfig:
+        """Typed and bounded (see ``theia_ros.schema``); errors name ``where`` and the field.
+        A saved config without ``resize`` predates it and so used ``bilinear``."""
+        return parse(cls, {"resize": LEGACY_RESIZE, **d}, where, "encoder")
 
 
 class TheiaEncoder(nn.Module):

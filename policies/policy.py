@@ -45,11 +45,14 @@ from torch import nn
 from policies.cnn_mlp import CnnMlpConfig, CnnMlpHead
 from policies.diffusion import DiffusionConfig, DiffusionHead
 from policies.encoder import EncoderConfig, TheiaEncoder, tokens_to_map
-from policies.normalize import Normalizer
+from policies.normalize import NORM_MODES, Normalizer
 from policies.preprocess import preprocess
+from policies.weights import build_checked, header_shapes
 from theia_ros.atomic import atomic_write, atomic_write_bytes
 from theia_ros.checksums import sha256_file
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.resize_weights import LEGACY_RESIZE
+from theia_ros.schema import check, fld, load_mapping, parse
 from theia_ros.types import ACTION_DIM, ActionKind
 
 POLICY_JSON = "policy.json"
@@ -79,18 +82,20 @@ class PolicyConfig:
         action_dim: numbers per action (7).
         encoder_frozen: whether the encoder was frozen while training.
         encoder_source: the checkpoint path / hub id / registry name it started from.
+        robot_type: the robot the demonstrations came from (the dataset's ``robot_type``).
     """
 
-    type: str
-    action_kind: str
-    state_dim: int
-    horizon: int
-    fps: float = 5.0
-    cameras: tuple[str, ...] = ("front",)
-    n_obs_steps: int = 1
-    action_dim: int = ACTION_DIM
+    type: str = fld(choices=tuple(HEADS))
+    action_kind: str = fld(choices=tuple(k.value for k in ActionKind))
+    state_dim: int = fld(ge=1, le=64)
+    horizon: int = fld(ge=1, le=1000)
+    fps: float = fld(5.0, gt=0, le=1000)
+    cameras: tuple[str, ...] = fld(("front",), min_len=1)
+    n_obs_steps: int = fld(1, ge=1, le=64)
+    action_dim: int = fld(ACTION_DIM, ge=1, le=64)
     encoder_frozen: bool = True
     encoder_source: str = "theia_tiny"
+    robot_type: str | None = None  # the training dataset's robot_type (None: not recorded)
 
     def __post_init__(self) -> None:
         cams = (self.cameras,) if isinstance(self.cameras, str) else tuple(self.cameras)
@@ -276,49 +281,124 @@ def save_policy(policy: Policy, out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def read_policy_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Parsed and checked ``policy.json`` of a policy directory."""
+@dataclass(frozen=True)
+class _Stats:
+    """One field's normalisation statistics in ``policy.json``."""
+
+    mean: list[float] = fld(min_len=1, max_len=64)
+    std: list[float] = fld(ge=0, min_len=1, max_len=64)
+    min: list[float] = fld(min_len=1, max_len=64)
+    max: list[float] = fld(min_len=1, max_len=64)
+    mode: str | None = fld(None, choices=NORM_MODES)
+    offset: list[float] | None = None
+    scale: list[float] | None = fld(None, gt=0)
+
+
+@dataclass(frozen=True)
+class _Normalization:
+    mode: str = fld(choices=NORM_MODES)
+    state: _Stats = fld()
+    action: _Stats = fld()
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """``policy.json``: the ``PolicyConfig`` fields (top level) plus these."""
+
+    format: str = fld(choices=(FORMAT,))
+    format_version: int = fld(choices=(FORMAT_VERSION,))
+    encoder: EncoderConfig = fld()
+    head: dict[str, Any] = fld()
+    normalization: _Normalization = fld()
+    model_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class PolicyMeta:
+    """A checked ``policy.json``: every part typed, bounded and consistent with the others."""
+
+    path: Path
+    config: PolicyConfig
+    encoder: EncoderConfig
+    head: Any  # the head config of ``config.type``
+    normalization: dict[str, Any]
+    model_sha256: str | None
+
+
+def read_policy_json(path: str | os.PathLike) -> PolicyMeta:
+    """Parsed and checked ``policy.json`` of a policy directory (one error line per problem)."""
     p = Path(path)
     p = p / POLICY_JSON if p.is_dir() else p
     if not p.is_file():
         raise TheiaError(f"{p}: no policy.json (expected a policy directory from train-policy)")
-    try:
-        meta = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise TheiaError(f"{p}: not valid JSON ({exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise TheiaError(f"{p}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise TheiaError(f"{p}: format_version {meta.get('format_version')!r} unsupported "
+    raw = load_mapping(p)
+    if raw.get("format") != FORMAT:
+        raise TheiaError(f"{p}: format is {raw.get('format')!r}, expected {FORMAT!r}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise TheiaError(f"{p}: format_version {raw.get('format_version')!r} unsupported "
                          f"(this code reads {FORMAT_VERSION})")
-    for key in ("type", "encoder", "head", "normalization", "action_kind", "horizon"):
-        if key not in meta:
-            raise TheiaError(f"{p}: missing field {key!r}")
-    return meta
+    if "cameras" not in raw and "camera" in raw:  # written before several cameras existed
+        camera = raw["camera"]
+        raw = {k: v for k, v in raw.items() if k != "camera"}
+        raw["cameras"] = [camera]
+    if isinstance(raw.get("encoder"), dict) and "resize" not in raw["encoder"]:
+        raw = {**raw, "encoder": {"resize": LEGACY_RESIZE, **raw["encoder"]}}  # predates it
+    own = set(PolicyConfig.__dataclass_fields__)
+    known = [*own, *PolicyFile.__dataclass_fields__]
+    unknown = [k for k in raw if k not in known]
+    check(p, unknown[0] if unknown else "", not unknown, f"unknown field (known: {known})")
+    config = parse(PolicyConfig, {k: v for k, v in raw.items() if k in own}, p)
+    rest = parse(PolicyFile, {k: v for k, v in raw.items() if k not in own}, p)
+    head_cls, _ = HEADS[config.type]
+    head = parse(head_cls, rest.head, p, "head")
+    enc = rest.encoder
+    for name in ("state_dim", "horizon", "action_dim"):
+        check(p, f"head.{name}", getattr(head, name) == getattr(config, name),
+              f"{getattr(head, name)} disagrees with {name} {getattr(config, name)}")
+    check(p, "head.feature_dim", head.feature_dim == enc.embed_dim,
+          f"{head.feature_dim} disagrees with encoder.embed_dim {enc.embed_dim}")
+    check(p, "head.grid", head.grid == enc.grid,
+          f"{head.grid} disagrees with the encoder's token grid {enc.grid} "
+          f"(img_size {enc.img_size} / patch_size {enc.patch_size})")
+    norm = rest.normalization
+    for part, dim in (("state", config.state_dim), ("action", config.action_dim)):
+        stats = getattr(norm, part)
+        for key in ("mean", "std", "min", "max", "offset", "scale"):
+            values = getattr(stats, key)
+            check(p, f"normalization.{part}.{key}", values is None or len(values) == dim,
+                  f"has {len(values or [])} numbers, expected {dim}")
+    return PolicyMeta(p, config, enc, head, raw["normalization"], rest.model_sha256)
 
 
 def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu",
                 verify: bool = True) -> Policy:
-    """Policy directory -> ``Policy`` in eval mode (safetensors only, no pickle)."""
+    """Policy directory -> ``Policy`` in eval mode (safetensors only, no pickle).
+
+    ``policy.json`` is checked on its own, then against the shapes in the weights file's
+    header on a ``meta``-device twin; only then is the network built and the weights read.
+    """
     root = Path(path)
     meta = read_policy_json(root)
     model_path = root / MODEL_FILE
     if not model_path.is_file():
         raise TheiaError(f"{model_path}: missing (policy.json without its weights)")
-    if verify and meta.get("model_sha256") and sha256_file(model_path) != meta["model_sha256"]:
+    if verify and meta.model_sha256 and sha256_file(model_path) != meta.model_sha256:
         raise TheiaError(f"{model_path}: checksum differs from policy.json (interrupted save?)")
-    fields = set(PolicyConfig.__dataclass_fields__)
-    values = {k: v for k, v in meta.items() if k in fields}
-    if "cameras" not in values and isinstance(meta.get("camera"), str):
-        values["cameras"] = (meta["camera"],)  # written before several cameras existed
-    config = PolicyConfig(**values)
-    head_cfg_cls, head_cls = HEADS[config.type]
-    encoder = TheiaEncoder(EncoderConfig.from_dict(meta["encoder"]))
-    head = head_cls(head_cfg_cls.from_dict(meta["head"]))
-    policy = Policy(config, encoder, head, Normalizer.from_dict(meta["normalization"]))
+    _, head_cls = HEADS[meta.config.type]
+
+    def make() -> Policy:
+        return Policy(meta.config, TheiaEncoder(meta.encoder), head_cls(meta.head),
+                      Normalizer.from_dict(meta.normalization))
+
+    policy = build_checked(make, header_shapes(model_path), str(model_path),
+                           config=str(meta.path))
     state = load_file(str(model_path))
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise TheiaError(f"{model_path}: weights do not match policy.json "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for part in ("state", "action"):  # the host-side copy (policy.json) must be these numbers
+        for key in ("offset", "scale"):
+            name = f"normalizer.{part}.{key}"
+            ours = getattr(getattr(policy.normalizer, part), key)
+            if not torch.allclose(state[name].float(), ours, rtol=1e-5, atol=0):
+                raise TheiaError(f"{model_path}: {name} disagrees with {meta.path} "
+                                 f"normalization.{part}")
+    policy.load_state_dict(state, strict=True)
     return policy.to(device).eval()

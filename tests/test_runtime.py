@@ -183,7 +183,7 @@ def test_corrupt_missing_and_tampered_bundles(bundles: dict, tmp_path: Path) -> 
         load(b, "onnxruntime", verify=False)
     doc["format_version"] = 1
     (b / "bundle.yaml").write_text(yaml.safe_dump(doc))
-    with pytest.raises(TheiaError, match="missing field 'horizon'"):
+    with pytest.raises(TheiaError, match=r"policy\.horizon: missing"):
         load(b, "onnxruntime", verify=False)
 
 
@@ -208,7 +208,7 @@ def test_diffusion_bundle_needs_its_scheduler(bundles: dict, tmp_path: Path) -> 
     doc = yaml.safe_load((b / "bundle.yaml").read_text())
     del doc["diffusion"]["scheduler"]
     (b / "bundle.yaml").write_text(yaml.safe_dump(doc))
-    with pytest.raises(TheiaError, match=r"diffusion\.scheduler missing"):
+    with pytest.raises(TheiaError, match=r"diffusion\.scheduler: missing"):
         load(b, "onnxruntime", verify=False)
 
 

@@ -8,7 +8,8 @@ ends when the door is fully open (the success detector) or after ``--max-steps``
 door's best stage per episode gives the per-stage success (open / fully open); tick timings
 give the control-step latency. ``--fast`` swaps the clock for a manual one, so episodes run
 as fast as the machine allows (same decisions, but latency numbers then mean nothing).
-Torch-free with the onnxruntime backend.
+Torch-free with the onnxruntime backend. The bundle is checked first (robot, action kind,
+camera, ``--replan-every`` <= horizon); the exit status is 1 when any episode faulted.
 
 Example::
 
@@ -19,11 +20,14 @@ Example::
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import asdict
 
 from theia_ros.atomic import atomic_write_json
 from theia_ros.errors import TheiaError
 from theia_ros.evaluate.rollout import EpisodeResult, RunSettings, check_sim_bundle, run_bundle
+from theia_ros.robots.robot_types import check_policy_robot
+from theia_ros.runtime.bundle import BundleMeta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,22 +53,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the results as JSON here")
 
 
-def main(args: argparse.Namespace) -> int:
-    from theia_ros.runtime import load
+def check_bundle(meta: BundleMeta, args: argparse.Namespace) -> None:
+    """Refuse, before any episode, a bundle this robot cannot run as asked (one line)."""
+    check_policy_robot(args.robot, meta.robot_type, meta.action_kind, args.bundle)
+    check_sim_bundle(meta, args.bundle)
+    if args.replan_every > meta.horizon:
+        raise TheiaError(f"--replan-every {args.replan_every} exceeds the bundle's chunk horizon "
+                         f"{meta.horizon} (each plan holds {meta.horizon} actions)")
 
-    if args.episodes < 1 or args.max_steps < 1:
-        raise TheiaError("--episodes and --max-steps must be >= 1")
+
+def main(args: argparse.Namespace) -> int:
+    from theia_ros.runtime import load, read_bundle
+
+    if args.episodes < 1 or args.max_steps < 1 or args.replan_every < 1:
+        raise TheiaError("--episodes, --max-steps and --replan-every must be >= 1")
+    check_bundle(read_bundle(args.bundle, verify=False), args)  # cheap: before loading graphs
     runtime = load(args.bundle, backend=args.backend)
     meta = runtime.meta
-    check_sim_bundle(meta, args.bundle)
     settings = RunSettings(rate_hz=float(meta.control_rate_hz), max_steps=args.max_steps,
                            replan_every=args.replan_every,
                            temporal_ensemble=not args.no_ensemble, fast=args.fast)
     seeds = list(range(args.seed, args.seed + args.episodes))
 
     def show(ep: EpisodeResult) -> None:
+        fault = f"; FAULT: {ep.fault}" if ep.fault else ""
         print(f"seed {ep.seed}: {ep.final_stage.lower()} (best {ep.best_stage.lower()}, door "
-              f"{ep.door_angle_deg:.0f} deg) in {ep.steps} steps, {ep.wall_s:.1f} s")
+              f"{ep.door_angle_deg:.0f} deg) in {ep.steps} steps, {ep.wall_s:.1f} s{fault}")
 
     result = run_bundle(runtime, seeds, settings, video=args.video,
                         video_episodes=args.video_episodes, on_episode=show)
@@ -83,4 +97,9 @@ def main(args: argparse.Namespace) -> int:
                "episodes": [asdict(e) for e in result.episodes]}
         atomic_write_json(args.json, doc)
     runtime.close()
+    faulted = [e for e in result.episodes if e.fault is not None]
+    if faulted:
+        print(f"theia run: {len(faulted)}/{len(result.episodes)} episodes faulted; first "
+              f"(seed {faulted[0].seed}): {faulted[0].fault}", file=sys.stderr)
+        return 1
     return 0

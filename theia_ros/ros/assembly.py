@@ -28,6 +28,7 @@ from theia_ros.control.history import ObservationHistory
 from theia_ros.errors import TheiaError
 from theia_ros.robots.joint_state import JointStateCache
 from theia_ros.robots.registry import RobotContext, RobotSetup, build_robot, override_limits
+from theia_ros.robots.robot_types import check_policy_robot
 from theia_ros.ros.task_config import TaskConfig, resolve_path
 from theia_ros.types import ActionKind, RobotAdapter
 
@@ -64,6 +65,15 @@ def load_policy(p: dict[str, Any], task: TaskConfig | None) -> tuple[Any, Action
     bundle = resolve_path(p["bundle"], task)
     runtime = load(bundle, p["backend"], threads=p["threads"] or None)
     meta = runtime.meta
+    try:  # a policy for another robot, or chunks shorter than the replan period: refuse
+        check_policy_robot(p["robot"], meta.robot_type, meta.action_kind, str(bundle))
+        replan = _chunking(p, task).replan_every
+        if replan > meta.horizon:
+            raise TheiaError(f"replan_every {replan} exceeds the chunk horizon {meta.horizon} "
+                             f"of {bundle}")
+    except TheiaError:
+        runtime.close()
+        raise
     if meta.camera != p["camera"]:
         log.warning("bundle camera %r differs from the camera parameter %r; using the "
                     "bundle's", meta.camera, p["camera"])

@@ -83,11 +83,28 @@ def _provider_list(providers: Sequence[str], cache_dir: Path | None) -> list:
     return out
 
 
+# onnxruntime's element-type names for the dtypes bundle graphs use
+_ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+
+
+def check_io(path: Path, actual: dict[str, tuple[list, str]],
+             expected: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """The graph's real tensor shapes and types are the ones ``bundle.yaml`` declares, so a
+    bundle whose metadata disagrees with its graphs fails here, not in the first episode."""
+    for name, (shape, dtype) in expected.items():
+        got_shape, got_type = actual[name]
+        if list(got_shape) != list(shape) or got_type != _ORT_TYPES[dtype]:
+            raise TheiaError(f"{path}: tensor {name!r} is {got_type} {list(got_shape)} in the "
+                             f"graph, but bundle.yaml says {dtype} {list(shape)} (metadata "
+                             "and graphs disagree; re-export the bundle)")
+
+
 class OrtGraph:
     """One ``InferenceSession`` with the bundle's input/output names."""
 
     def __init__(self, path: Path, inputs: tuple[str, ...], output: str,
-                 options: ort.SessionOptions, providers: list):
+                 options: ort.SessionOptions, providers: list,
+                 expected: dict[str, tuple[tuple[int, ...], str]] | None = None):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own, unexported exception types
@@ -99,6 +116,9 @@ class OrtGraph:
         if set(names) != set(inputs) or output not in outs:
             raise TheiaError(f"{path}: graph has inputs {names} and outputs {outs}, expected "
                              f"inputs {inputs} and output {output!r}")
+        if expected is not None:
+            io = [*self.session.get_inputs(), *self.session.get_outputs()]
+            check_io(path, {a.name: (a.shape, a.type) for a in io}, expected)
         self.path = path
         self.output = output
         self.providers = self.session.get_providers()
@@ -132,5 +152,5 @@ def open_sessions(meta: BundleMeta, names: Sequence[str], providers: Sequence[st
         # calling thread (a second thread pool to wake costs more than their whole run).
         n = threads if name in IMAGE_GRAPHS else 1
         sessions[name] = OrtGraph(meta.graph_path(name), GRAPH_IO[name][0], GRAPH_IO[name][1],
-                                  session_options(n, spin), plist)
+                                  session_options(n, spin), plist, meta.tensor_specs(name))
     return sessions

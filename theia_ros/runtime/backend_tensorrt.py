@@ -158,7 +158,8 @@ def load_or_build(key: EngineKey, onnx_path: Path, cache: EngineCache,
 class TrtGraph:
     """One engine + execution context with fixed-shape device buffers."""
 
-    def __init__(self, engine: trt.ICudaEngine, name: str, inputs: tuple[str, ...], output: str):
+    def __init__(self, engine: trt.ICudaEngine, name: str, inputs: tuple[str, ...], output: str,
+                 expected: dict[str, tuple[tuple[int, ...], str]] | None = None):
         self.engine = engine
         self.name = name
         self.context = engine.create_execution_context()
@@ -168,12 +169,19 @@ class TrtGraph:
         if set(io) != {*inputs, output}:
             raise TheiaError(f"engine for {name!r} has tensors {io}, expected "
                              f"{[*inputs, output]}")
-        for tensor in io:
-            shape = tuple(engine.get_tensor_shape(tensor))
+        shapes = {t: tuple(engine.get_tensor_shape(t)) for t in io}
+        dtypes = {t: np.dtype(trt.nptype(engine.get_tensor_dtype(t))) for t in io}
+        for tensor, shape in shapes.items():
             if any(s < 0 for s in shape):
                 raise TheiaError(f"engine for {name!r}: tensor {tensor!r} has a dynamic shape "
                                  f"{shape}; bundle graphs are static")
-            buf = cuda_driver.DeviceBuffer(shape, trt.nptype(engine.get_tensor_dtype(tensor)))
+        for tensor, (shape, dtype) in (expected or {}).items():  # before any device buffer
+            if shapes[tensor] != tuple(shape) or dtypes[tensor] != np.dtype(dtype):
+                raise TheiaError(f"engine for {name!r}: tensor {tensor!r} is {dtypes[tensor]} "
+                                 f"{list(shapes[tensor])}, but bundle.yaml says {dtype} "
+                                 f"{list(shape)} (metadata and graphs disagree; re-export)")
+        for tensor in io:
+            buf = cuda_driver.DeviceBuffer(shapes[tensor], dtypes[tensor])
             self.buffers[tensor] = buf
             self.context.set_tensor_address(tensor, buf.ptr)
         self.inputs = inputs
@@ -226,5 +234,5 @@ def open_engines(meta: BundleMeta, names: Sequence[str], precision: str = "fp16"
         key = EngineKey(name, sha, graph_precision, trt.__version__, gpu)
         engine = load_or_build(key, path, cache,
                                calibration if graph_precision == "int8" else None)
-        out[name] = TrtGraph(engine, name, *GRAPH_IO[name])
+        out[name] = TrtGraph(engine, name, *GRAPH_IO[name], meta.tensor_specs(name))
     return out

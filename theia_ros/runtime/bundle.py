@@ -3,7 +3,7 @@
 Layout (format version 1)::
 
     bundle/
-      bundle.yaml          what the graphs are and how to feed them (see BundleMeta)
+      bundle.yaml          what the graphs are and how to feed them (fields: bundle_schema)
       encoder.onnx         uint8 image [1, H, W, 3] -> tokens [1, 196, C]   (preprocess inside)
       head.onnx            cnn_mlp: tokens + normalised state -> normalised actions [1, H, 7]
       condition.onnx       diffusion: tokens + normalised state -> condition [1, D]
@@ -24,29 +24,45 @@ numpy from the statistics and scheduler config in ``bundle.yaml``. One host-side
 serves every backend and both policy types, the statistics stay readable, and the graphs see
 O(1) values only (kind to TensorRT fp16).
 
+Nothing in a bundle is trusted: every field is typed and bounded (``bundle_schema``), the
+dims must agree across sections, with the torch copy's ``policy.json`` and (in the backends)
+with the graphs' real input/output shapes, and no file may live outside the bundle. The
+robot type, action kind and units say which robots may run it (``robots.robot_types``).
+
 Torch-free: the robot reads this with only numpy and pyyaml.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from theia_ros.atomic import atomic_write_text
 from theia_ros.checksums import sha256_file
 from theia_ros.errors import TheiaError
+from theia_ros.runtime.bundle_schema import (  # noqa: F401 (re-exported for the writer)
+    ACTION_UNITS,
+    FORMAT,
+    FORMAT_VERSION,
+    POLICY_TYPES,
+    BundleDoc,
+    GraphSpec,
+    NormStats,
+    state_units,
+)
 from theia_ros.runtime.resize_weights import LEGACY_RESIZE, check_resize_mode
+from theia_ros.schema import check, load_mapping, parse, read_text
+
+log = logging.getLogger(__name__)
 
 BUNDLE_YAML = "bundle.yaml"
 SUMS_FILE = "SHA256SUMS"
-FORMAT = "theia-ros-bundle"
-FORMAT_VERSION = 1
-POLICY_TYPES = ("cnn_mlp", "diffusion")
 # graph name -> file; which graphs a policy type needs.
 GRAPH_FILES = {"encoder": "encoder.onnx", "head": "head.onnx", "condition": "condition.onnx",
                "denoiser": "denoiser.onnx", "fused": "fused.onnx"}
@@ -60,7 +76,8 @@ GRAPH_IO: dict[str, tuple[tuple[str, ...], str]] = {
     "denoiser": (("noisy", "timestep", "cond"), "model_output"),
     "fused": (("image", "state"), "output"),
 }
-ACTION_UNITS = ("m", "m", "m", "rad", "rad", "rad", "open_fraction")
+# the torch copy of the policy (torch backend), relative to the ``torch:`` directory
+TORCH_FILES = ("policy.json", "model.safetensors")
 
 
 def write_sums(root: Path, names: list[str]) -> Path:
@@ -76,7 +93,7 @@ def read_sums(root: Path) -> dict[str, str]:
         raise TheiaError(f"{path}: missing; a bundle lists every file's SHA-256 there "
                          "(re-export it with 'theia export')")
     sums: dict[str, str] = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         digest, sep, name = line.partition("  ")
@@ -87,13 +104,27 @@ def read_sums(root: Path) -> dict[str, str]:
     return sums
 
 
+def inside(root: Path, rel: str, what: str) -> Path:
+    """``root / rel`` when it stays inside the bundle once links are followed, else an error
+    naming ``what`` (a symlink out of the bundle could point anywhere: /dev/zero, a FIFO)."""
+    if os.path.isabs(rel) or ".." in Path(rel).parts:
+        raise TheiaError(f"{root / BUNDLE_YAML}: {what} {rel!r} must be a path inside the "
+                         "bundle")
+    path = root / rel
+    real, base = path.resolve(), root.resolve()
+    if real != base and base not in real.parents:
+        raise TheiaError(f"{path}: a link to {real}, outside the bundle; bundles must hold "
+                         "their files (copy the file in)")
+    return path
+
+
 def verify_files(root: Path, names: list[str] | None = None) -> None:
     """Check the SHA-256 of ``names`` (default: every listed file) against ``SHA256SUMS``."""
     sums = read_sums(root)
     for name in names if names is not None else sorted(sums):
         if name not in sums:
             raise TheiaError(f"{root / SUMS_FILE}: does not list {name!r}")
-        path = root / name
+        path = inside(root, name, f"{SUMS_FILE} entry")
         if not path.is_file():
             raise TheiaError(f"{path}: missing from the bundle (listed in {SUMS_FILE})")
         if sha256_file(path) != sums[name]:
@@ -141,6 +172,8 @@ class BundleMeta:
     # do not say were exported with ``bilinear``
     resize_mode: str = LEGACY_RESIZE
     raw: dict[str, Any] = field(default_factory=dict)  # the whole bundle.yaml
+    robot_type: str | None = None  # the training data's robot (None: not recorded)
+    action_units: tuple[str, ...] = ACTION_UNITS
     cameras: tuple[str, ...] = ()  # every camera, in the head's order ((camera,) if one)
     n_obs_steps: int = 1  # observation history length T
 
@@ -177,25 +210,101 @@ class BundleMeta:
         rel = self.raw.get("torch")
         return None if rel is None else self.root / rel
 
+    def tensor_specs(self, graph: str) -> dict[str, tuple[tuple[int, ...], str]]:
+        """{tensor name: (shape, dtype)} of ``graph``'s inputs and output, from the metadata:
+        what a backend checks the real graph against before running it."""
+        h, w = self.image_hw
+        chunk = (1, self.horizon, self.action_dim)
+        shapes = {"image": (1, h, w, 3), "tokens": self.tokens_shape,
+                  "state": self.state_shape, "actions": chunk, "noisy": chunk,
+                  "timestep": (1,), "model_output": chunk, "cond": (1, self.cond_dim)}
+        shapes["output"] = shapes["cond"] if self.policy_type == "diffusion" else chunk
+        ins, out = GRAPH_IO[graph]
+        return {n: (shapes[n], "uint8" if n == "image" else "float32") for n in (*ins, out)}
 
-def _get(d: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in d:
-        raise TheiaError(f"{where}: missing field {key!r}")
-    value = d[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise TheiaError(f"{where}: field {key!r} should be {kind}, got {value!r}")
-    return value
+
+def _norm(stats: NormStats, where: Path, path: str, dim: int, dim_name: str) -> Normalization:
+    for key in ("offset", "scale", "mean", "std", "min", "max"):
+        values = getattr(stats, key)
+        check(where, f"{path}.{key}", values is None or len(values) == dim,
+              f"has {len(values or [])} numbers, expected {dim} (policy.{dim_name})")
+    return Normalization(np.asarray(stats.offset, np.float32),
+                         np.asarray(stats.scale, np.float32))
 
 
-def _norm(d: dict, where: str, dim: int) -> Normalization:
-    offset = np.asarray(_get(d, "offset", where, list), dtype=np.float32)
-    scale = np.asarray(_get(d, "scale", where, list), dtype=np.float32)
-    if offset.shape != (dim,) or scale.shape != (dim,):
-        raise TheiaError(f"{where}: offset/scale must have {dim} numbers, got "
-                         f"{offset.shape[0]}/{scale.shape[0]}")
-    if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
-        raise TheiaError(f"{where}: offset must be finite and scale finite and > 0")
-    return Normalization(offset, scale)
+def _check_graph(meta: BundleMeta, name: str, spec: GraphSpec, where: Path) -> None:
+    """The graph's declared inputs/output agree with the policy's dims."""
+    path = f"graphs.{name}"
+    check(where, path, name in GRAPH_FILES,
+          f"unknown graph; expected one of {list(GRAPH_FILES)}")
+    ins, out = GRAPH_IO[name]
+    check(where, f"{path}.inputs", set(spec.inputs) == set(ins),
+          f"names {sorted(spec.inputs)}, expected {sorted(ins)}")
+    check(where, f"{path}.output", set(spec.output) == {out},
+          f"names {sorted(spec.output)}, expected [{out!r}]")
+    declared = {**spec.inputs, **spec.output}
+    for tensor, (shape, dtype) in meta.tensor_specs(name).items():
+        got = declared[tensor]
+        part = "inputs" if tensor in ins else "output"
+        check(where, f"{path}.{part}.{tensor}.shape", tuple(got.shape) == shape,
+              f"{list(got.shape)} disagrees with the policy's dims (expected {list(shape)})")
+        check(where, f"{path}.{part}.{tensor}.dtype", got.dtype == dtype,
+              f"{got.dtype!r}, expected {dtype!r}")
+
+
+def _check_units(doc: BundleDoc, where: Path) -> tuple[str, ...]:
+    pol = doc.policy
+    if pol.action_units is None:
+        log.warning("%s: no policy.action_units (exported before units were recorded); "
+                    "assuming %s", where, list(ACTION_UNITS))
+    units = tuple(pol.action_units or ACTION_UNITS)
+    check(where, "policy.action_units", units == ACTION_UNITS,
+          f"{list(units)}; the robots take {list(ACTION_UNITS)} (xyz, rpy, gripper) and "
+          "nothing converts units")
+    want = state_units(pol.state_dim)
+    got = tuple(pol.state_units or want)
+    check(where, "policy.state_units", got == want,
+          f"{list(got)}; the robots report {list(want)} (joints, then gripper)")
+    return units
+
+
+def _check_torch_copy(meta: BundleMeta, doc: BundleDoc, where: Path) -> None:
+    """The bundle's policy checkpoint says what ``bundle.yaml`` says (torch-free: JSON only)."""
+    root = meta.torch_dir
+    assert root is not None
+    policy_json = root / TORCH_FILES[0]
+    pj = load_mapping(policy_json)
+    pol = doc.policy
+    for key, value in (("type", pol.type), ("action_kind", pol.action_kind),
+                       ("horizon", pol.horizon), ("state_dim", pol.state_dim),
+                       ("action_dim", pol.action_dim)):
+        check(where, f"policy.{key}", pj.get(key) == value,
+              f"{value!r} disagrees with {policy_json} ({pj.get(key)!r})")
+    cams = pj.get("cameras") or [pj.get("camera", "front")]
+    check(where, "cameras", list(meta.cameras) == list(cams),
+          f"{list(meta.cameras)} disagrees with {policy_json} ({cams!r})")
+    check(where, "policy.n_obs_steps", pj.get("n_obs_steps", 1) == meta.n_obs_steps,
+          f"{meta.n_obs_steps} disagrees with {policy_json} ({pj.get('n_obs_steps', 1)!r})")
+    if pol.robot_type is not None and pj.get("robot_type") is not None:
+        check(where, "policy.robot_type", pj["robot_type"] == pol.robot_type,
+              f"{pol.robot_type!r} disagrees with {policy_json} ({pj['robot_type']!r})")
+    enc = pj.get("encoder")
+    if isinstance(enc, dict):
+        check(where, "encoder.embed_dim", enc.get("embed_dim") == meta.embed_dim,
+              f"{meta.embed_dim} disagrees with {policy_json} ({enc.get('embed_dim')!r})")
+    norm = pj.get("normalization")
+    for part, ours in (("state", meta.state_norm), ("action", meta.action_norm)):
+        theirs = norm.get(part) if isinstance(norm, dict) else None
+        for key in ("offset", "scale"):
+            try:
+                value = np.asarray(theirs[key], np.float64)  # type: ignore[index]
+            except (TypeError, KeyError, ValueError):
+                raise TheiaError(f"{policy_json}: normalization.{part}.{key} missing or not "
+                                 "numbers") from None
+            mine = getattr(ours, key)
+            same = value.shape == mine.shape and np.allclose(value, mine, rtol=1e-5, atol=0)
+            check(where, f"normalization.{part}.{key}", same,
+                  f"disagrees with {policy_json} (the policy the graphs came from)")
 
 
 def _resize_mode(enc: dict, where: str) -> str:
@@ -207,100 +316,91 @@ def _resize_mode(enc: dict, where: str) -> str:
 
 
 def read_bundle(root: str | os.PathLike, verify: bool = True) -> BundleMeta:
-    """Parse and check ``root/bundle.yaml``; with ``verify``, check every file's SHA-256 too."""
+    """Parse and check ``root/bundle.yaml``; with ``verify``, check every file's SHA-256 too.
+
+    Every field is typed and bounded (``bundle_schema``); dims, declared graph shapes,
+    units and the torch copy of the policy must agree with each other. Each problem is one
+    ``TheiaError`` line naming the file and the field.
+    """
     root = Path(root)
     path = root / BUNDLE_YAML
     if not root.is_dir():
         raise TheiaError(f"{root}: not a directory (expected a policy bundle from 'theia export')")
     if not path.is_file():
         raise TheiaError(f"{path}: missing (expected a policy bundle from 'theia export')")
+    inside(root, BUNDLE_YAML, "bundle file")
     if verify:
         verify_files(root)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise TheiaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(raw, dict):
-        raise TheiaError(f"{path}: expected a mapping at the top level")
-    where = str(path)
+    raw = load_mapping(path)
     if raw.get("format") != FORMAT:
         raise TheiaError(f"{path}: format is {raw.get('format')!r}, expected {FORMAT!r}")
     if raw.get("format_version") != FORMAT_VERSION:
         raise TheiaError(f"{path}: format_version {raw.get('format_version')!r} unsupported "
                          f"(this runtime reads {FORMAT_VERSION})")
-    pol = _get(raw, "policy", where, dict)
-    ptype = _get(pol, "type", f"{where}: policy", str)
-    if ptype not in POLICY_TYPES:
-        raise TheiaError(f"{where}: policy.type {ptype!r} unknown; expected one of {POLICY_TYPES}")
-    cam = _get(raw, "camera", where, dict)
-    enc = _get(raw, "encoder", where, dict)
-    graphs = _get(raw, "graphs", where, dict)
-    for name in REQUIRED_GRAPHS[ptype]:
-        if name not in graphs:
-            raise TheiaError(f"{where}: graphs.{name} missing (a {ptype} bundle needs "
-                             f"{list(REQUIRED_GRAPHS[ptype])})")
-    graph_files = {}
-    for name, g in graphs.items():
-        graph_files[name] = _get(g, "file", f"{where}: graphs.{name}", str)
-        if os.path.isabs(graph_files[name]) or ".." in Path(graph_files[name]).parts:
-            raise TheiaError(f"{where}: graphs.{name}.file {graph_files[name]!r} must be a "
-                             "path inside the bundle")
-        if not (root / graph_files[name]).is_file():
-            raise TheiaError(f"{root / graph_files[name]}: missing from the bundle "
-                             f"(graphs.{name} in {BUNDLE_YAML})")
+    doc = parse(BundleDoc, raw, path)
+    pol, enc = doc.policy, doc.encoder
+    for name in REQUIRED_GRAPHS[pol.type]:
+        check(path, f"graphs.{name}", name in doc.graphs,
+              f"missing (a {pol.type} bundle needs {list(REQUIRED_GRAPHS[pol.type])})")
+    check(path, "encoder.num_tokens", math.isqrt(enc.num_tokens) ** 2 == enc.num_tokens,
+          f"{enc.num_tokens} is not a square grid of tokens")
+    diff = doc.diffusion
+    check(path, "diffusion", (diff is not None) == (pol.type == "diffusion"),
+          "missing (a diffusion bundle needs its sampler settings)" if diff is None
+          else f"present in a {pol.type} bundle")
+    graph_files = {name: g.file for name, g in doc.graphs.items()}
+    for name, rel in graph_files.items():
+        file = inside(root, rel, f"graphs.{name}.file")
+        if not file.is_file():
+            raise TheiaError(f"{file}: missing from the bundle (graphs.{name} in {BUNDLE_YAML})")
+    torch_rel = doc.torch
+    if torch_rel is not None:
+        for f in TORCH_FILES:
+            if not inside(root, f"{torch_rel}/{f}", "torch").is_file():
+                raise TheiaError(f"{root / torch_rel / f}: missing from the bundle (torch: in "
+                                 f"{BUNDLE_YAML}; re-export, or delete that line)")
     if verify:  # what this bundle runs must be listed, not merely "whatever is listed"
-        verify_files(root, [BUNDLE_YAML, *dict.fromkeys(graph_files.values())])
-    state_dim = _get(pol, "state_dim", f"{where}: policy", int)
-    action_dim = _get(pol, "action_dim", f"{where}: policy", int)
-    norm = _get(raw, "normalization", where, dict)
-    resize_mode = _resize_mode(enc, where)
-    diff = raw.get("diffusion") or {}
-    camera = _get(cam, "name", f"{where}: camera", str)
-    cameras = _cameras(raw.get("cameras", [camera]), camera, where)
-    n_obs_steps = pol.get("n_obs_steps", 1)
-    if not isinstance(n_obs_steps, int) or isinstance(n_obs_steps, bool) or n_obs_steps < 1:
-        raise TheiaError(f"{where}: policy.n_obs_steps must be an integer >= 1, got "
-                         f"{n_obs_steps!r}")
-    if ptype == "diffusion":
-        for key in ("scheduler", "num_inference_steps", "cond_dim"):
-            if not diff.get(key):  # diffusers' defaults would sample with the wrong schedule
-                raise TheiaError(f"{where}: diffusion.{key} missing (a diffusion bundle needs "
-                                 "it)")
-    return BundleMeta(
+        torch_files = [f"{torch_rel}/{f}" for f in TORCH_FILES] if torch_rel else []
+        verify_files(root, [BUNDLE_YAML, *dict.fromkeys(graph_files.values()), *torch_files])
+    if diff is not None:
+        from theia_ros.runtime.ddim import DDIMConfig, DDIMSampler
+
+        DDIMSampler(DDIMConfig.from_dict(diff.scheduler, path), diff.num_inference_steps, path)
+    cameras = tuple(doc.cameras) if doc.cameras is not None else (doc.camera.name,)
+    check(path, "cameras", len(set(cameras)) == len(cameras) and all(cameras),
+          f"{list(cameras)}: expected distinct camera names")
+    check(path, "cameras", cameras[0] == doc.camera.name,
+          f"cameras[0] is {cameras[0]!r} but camera.name is {doc.camera.name!r}")
+    meta = BundleMeta(
         root=root,
-        policy_type=ptype,
-        action_kind=_get(pol, "action_kind", f"{where}: policy", str),
-        action_dim=action_dim,
-        horizon=_get(pol, "horizon", f"{where}: policy", int),
-        control_rate_hz=float(_get(pol, "control_rate_hz", f"{where}: policy", (int, float))),
-        state_dim=state_dim,
-        camera=camera,
-        image_hw=(_get(cam, "height", f"{where}: camera", int),
-                  _get(cam, "width", f"{where}: camera", int)),
-        embed_dim=_get(enc, "embed_dim", f"{where}: encoder", int),
-        num_tokens=_get(enc, "num_tokens", f"{where}: encoder", int),
+        policy_type=pol.type,
+        action_kind=pol.action_kind,
+        action_dim=pol.action_dim,
+        horizon=pol.horizon,
+        control_rate_hz=pol.control_rate_hz,
+        state_dim=pol.state_dim,
+        camera=doc.camera.name,
+        image_hw=(doc.camera.height, doc.camera.width),
+        embed_dim=enc.embed_dim,
+        num_tokens=enc.num_tokens,
         graphs=graph_files,
-        state_norm=_norm(_get(norm, "state", f"{where}: normalization", dict),
-                         f"{where}: normalization.state", state_dim),
-        action_norm=_norm(_get(norm, "action", f"{where}: normalization", dict),
-                          f"{where}: normalization.action", action_dim),
-        scheduler=dict(diff.get("scheduler") or {}),
-        num_inference_steps=int(diff.get("num_inference_steps") or 0),
-        cond_dim=int(diff.get("cond_dim") or 0),
-        topics=dict(raw.get("inputs", {}).get("topics") or {}),
-        resize_mode=resize_mode,
+        state_norm=_norm(doc.normalization.state, path, "normalization.state",
+                         pol.state_dim, "state_dim"),
+        action_norm=_norm(doc.normalization.action, path, "normalization.action",
+                          pol.action_dim, "action_dim"),
+        scheduler=dict(diff.scheduler) if diff else {},
+        num_inference_steps=diff.num_inference_steps if diff else 0,
+        cond_dim=diff.cond_dim if diff else 0,
+        topics=dict(doc.inputs.topics),
+        resize_mode=_resize_mode(raw["encoder"], str(path)),
         raw=raw,
         cameras=cameras,
-        n_obs_steps=n_obs_steps,
+        n_obs_steps=pol.n_obs_steps,
+        robot_type=pol.robot_type,
+        action_units=_check_units(doc, path),
     )
-
-
-def _cameras(value: Any, first: str, where: str) -> tuple[str, ...]:
-    """The ``cameras`` list: distinct non-empty names, the first one ``camera.name``."""
-    if not isinstance(value, list) or not value or not all(
-            isinstance(c, str) and c for c in value) or len(set(value)) != len(value):
-        raise TheiaError(f"{where}: cameras must be a list of distinct camera names, got "
-                         f"{value!r}")
-    if value[0] != first:
-        raise TheiaError(f"{where}: cameras[0] is {value[0]!r} but camera.name is {first!r}")
-    return tuple(value)
+    for name, spec in doc.graphs.items():
+        _check_graph(meta, name, spec, path)
+    if torch_rel is not None:
+        _check_torch_copy(meta, doc, path)
+    return meta

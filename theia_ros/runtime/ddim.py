@@ -23,52 +23,55 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from theia_ros.errors import TheiaError
+from theia_ros.schema import check, fld, parse
 
 _IGNORED_KEYS = {"_class_name", "_diffusers_version", "_use_default_values"}
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
 @dataclass(frozen=True)
 class DDIMConfig:
-    """The subset of ``DDIMScheduler.config`` that changes the numbers (diffusers defaults)."""
+    """The subset of ``DDIMScheduler.config`` that changes the numbers (diffusers defaults).
 
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    beta_schedule: str = "linear"
-    trained_betas: list[float] | None = None
+    Bounds keep a tampered config from asking for huge tables (``num_train_timesteps``).
+    """
+
+    num_train_timesteps: int = fld(1000, ge=1, le=100_000)
+    beta_start: float = fld(0.0001, gt=0, le=1)
+    beta_end: float = fld(0.02, gt=0, le=1)
+    beta_schedule: str = fld("linear", choices=BETA_SCHEDULES)
+    trained_betas: list[float] | None = fld(None, gt=0, le=1)
     clip_sample: bool = True
     set_alpha_to_one: bool = True
-    steps_offset: int = 0
-    prediction_type: str = "epsilon"
-    thresholding: bool = False
+    steps_offset: int = fld(0, ge=0)
+    prediction_type: str = fld("epsilon", choices=("epsilon", "sample", "v_prediction"))
+    thresholding: bool = False  # dynamic thresholding (image models): not supported
     dynamic_thresholding_ratio: float = 0.995
-    clip_sample_range: float = 1.0
+    clip_sample_range: float = fld(1.0, gt=0)
     sample_max_value: float = 1.0
-    timestep_spacing: str = "leading"
+    timestep_spacing: str = fld("leading", choices=("leading", "trailing", "linspace"))
     rescale_betas_zero_snr: bool = False
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DDIMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known - _IGNORED_KEYS
-        if unknown:
-            raise TheiaError(f"diffusion.scheduler: unknown fields {sorted(unknown)}")
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
-        if cfg.thresholding:
-            raise TheiaError("diffusion.scheduler: thresholding=true is not supported by the "
-                             "numpy DDIM sampler (use clip_sample)")
-        if cfg.prediction_type not in ("epsilon", "sample", "v_prediction"):
-            raise TheiaError(f"diffusion.scheduler: prediction_type {cfg.prediction_type!r} "
-                             "unknown; expected epsilon, sample or v_prediction")
-        if cfg.timestep_spacing not in ("leading", "trailing", "linspace"):
-            raise TheiaError(f"diffusion.scheduler: timestep_spacing {cfg.timestep_spacing!r} "
-                             "unknown; expected leading, trailing or linspace")
+    def from_dict(cls, d: dict[str, Any], where: str | object = "scheduler config"
+                  ) -> DDIMConfig:
+        """A diffusers scheduler config (its ``_class_name``-style keys ignored), checked."""
+        if not isinstance(d, dict):
+            raise TheiaError(f"{where}: diffusion.scheduler: must be a mapping, got {d!r:.60}")
+        cfg = parse(cls, {k: v for k, v in d.items() if k not in _IGNORED_KEYS}, where,
+                    "diffusion.scheduler")
+        check(where, "diffusion.scheduler.thresholding", not cfg.thresholding,
+              "true is not supported by the numpy DDIM sampler (use clip_sample)")
+        n = cfg.num_train_timesteps
+        check(where, "diffusion.scheduler.trained_betas",
+              cfg.trained_betas is None or len(cfg.trained_betas) == n,
+              f"has {len(cfg.trained_betas or [])} values, expected num_train_timesteps={n}")
         return cfg
 
 
@@ -117,12 +120,13 @@ class DDIMSampler:
         num_inference_steps: number of denoising steps.
     """
 
-    def __init__(self, config: dict[str, Any] | DDIMConfig, num_inference_steps: int):
-        self.config = config if isinstance(config, DDIMConfig) else DDIMConfig.from_dict(config)
+    def __init__(self, config: dict[str, Any] | DDIMConfig, num_inference_steps: int,
+                 where: str | object = "scheduler config"):
+        self.config = (config if isinstance(config, DDIMConfig)
+                       else DDIMConfig.from_dict(config, where))
         n = self.config.num_train_timesteps
-        if not 1 <= num_inference_steps <= n:
-            raise TheiaError(f"diffusion: num_inference_steps must be in 1..{n}, "
-                             f"got {num_inference_steps}")
+        check(where, "diffusion.num_inference_steps", 1 <= num_inference_steps <= n,
+              f"must be in 1..{n} (num_train_timesteps), got {num_inference_steps}")
         self.num_inference_steps = int(num_inference_steps)
         self.betas = make_betas(self.config)
         self.alphas_cumprod = np.cumprod(1.0 - self.betas, dtype=np.float32)
@@ -130,6 +134,10 @@ class DDIMSampler:
                                     else self.alphas_cumprod[0])
         self.timesteps = self._timesteps()
         self.step_ratio = n // self.num_inference_steps
+        check(where, "diffusion.scheduler.steps_offset",
+              int(self.timesteps.min()) >= 0 and int(self.timesteps.max()) < n,
+              f"{self.config.steps_offset} puts timestep {int(self.timesteps.max())} outside "
+              f"0..{n - 1}")
 
     def _timesteps(self) -> np.ndarray:
         """``[num_inference_steps]`` int64, descending (diffusers ``set_timesteps``)."""

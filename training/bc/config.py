@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from theia_ros.errors import TheiaError
+from theia_ros.types import ActionKind
 from training.distill.config import _coerce as coerce_value
 
 # Paper defaults: CNN-MLP = Table 9 (WidowX), diffusion = Table 10 (Spot).
@@ -77,6 +78,8 @@ class TrainConfig:
         head: head config overrides (e.g. ``{"down_dims": [128, 256]}``).
         seed, device: reproducibility and placement (``auto`` = CUDA when present, ``cpu``,
             ``cuda``, ``cuda:N``).
+        action_kind: what the dataset's actions are (``ee_delta`` | ``ee_absolute``); needed
+            when the dataset does not say (LeRobot's own datasets), else must agree with it.
     """
 
     dataset: str
@@ -112,6 +115,7 @@ class TrainConfig:
     head: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
+    action_kind: str | None = None
 
     def __post_init__(self) -> None:
         if self.cameras is not None:
@@ -148,6 +152,10 @@ class TrainConfig:
         if min(self.shift_px, self.val_every, self.checkpoint_every, self.keep_checkpoints) < 0:
             raise TheiaError("train config: shift_px, val_every, checkpoint_every, "
                              "keep_checkpoints must be >= 0")
+        kinds = [k.value for k in ActionKind]
+        if self.action_kind is not None and self.action_kind not in kinds:
+            raise TheiaError(f"train config: action_kind {self.action_kind!r} unknown; choose "
+                             f"one of {kinds}")
         if not isinstance(self.head, dict):
             raise TheiaError("train config: head must be a mapping of head-config overrides")
 

@@ -38,6 +38,7 @@ class EpisodeSource(Protocol):
     fps: int
     cameras: list[str]  # in the dataset's order; the first is the default camera
     action_kind: ActionKind | None  # None: the dataset does not say (e.g. LeRobot's own)
+    robot_type: str | None  # LeRobot's free-text robot name (None: not recorded)
 
     def episode(self, index: int) -> dict[str, np.ndarray]: ...
 

@@ -101,6 +101,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _action_kind(source: EpisodeSource, cfg: TrainConfig) -> ActionKind:
+    """The dataset's action kind, or the one the user named; never a guess (EE deltas and
+    absolute poses look alike as numbers but move the robot very differently)."""
+    given = ActionKind(cfg.action_kind) if cfg.action_kind else None
+    if source.action_kind is None and given is None:
+        raise TheiaError(f"{cfg.dataset}: the dataset does not say what its actions are (no "
+                         "action_kind in meta/info.json, as in datasets LeRobot writes); pass "
+                         "--action-kind ee_delta (end-effector deltas, WidowX) or "
+                         "--action-kind ee_absolute (absolute end-effector poses, Spot)")
+    if source.action_kind is not None and given is not None and given is not source.action_kind:
+        raise TheiaError(f"{cfg.dataset}: --action-kind {given.value} contradicts the dataset's "
+                         f"action_kind {source.action_kind.value}")
+    return source.action_kind or given  # type: ignore[return-value]
+
+
 def _lr_lambda(schedule: str, total_steps: int):
     def constant(step: int) -> float:
         return 1.0
@@ -148,12 +163,13 @@ class BCTrainer:
             raise TheiaError("diffusion with --norm-mode mean_std needs the head's clip_sample "
                              "off (--head '{\"clip_sample\": false}'): clipping assumes "
                              "min_max-normalised actions in [-1, 1]")
-        action_kind = source.action_kind or ActionKind.EE_DELTA
+        action_kind = _action_kind(source, cfg)
         pcfg = PolicyConfig(
             type=cfg.policy, action_kind=action_kind.value,
             state_dim=state_dim, horizon=cfg.horizon, fps=float(source.fps),
             cameras=tuple(cameras), n_obs_steps=cfg.n_obs_steps, action_dim=action_dim,
-            encoder_frozen=not cfg.finetune, encoder_source=str(cfg.encoder))
+            encoder_frozen=not cfg.finetune, encoder_source=str(cfg.encoder),
+            robot_type=source.robot_type)
         self.policy: Policy = build_policy(pcfg, encoder, head_cfg, normalizer).to(self.device)
         self.policy.encoder.requires_grad_(cfg.finetune)
         self.policy.encoder.train(cfg.finetune)

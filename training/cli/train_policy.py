@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="feature cache root")
     parser.add_argument("--no-cache", dest="cache_features", action="store_false",
                         default=None, help="recompute features every step")
+    parser.add_argument("--action-kind", choices=["ee_delta", "ee_absolute"], default=None,
+                        help="what the dataset's actions are; required when the dataset does "
+                             "not say (LeRobot's own datasets), else checked against it")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default=None,
                         help="auto (default: CUDA when present) | cpu | cuda | cuda:N")
@@ -94,7 +97,7 @@ FLAG_FIELDS = ("dataset", "policy", "encoder", "out", "finetune", "cameras", "n_
                "horizon", "epochs", "iters", "batch_size", "lr", "encoder_lr", "weight_decay",
                "augment", "shift_px", "norm_mode", "mask_padding", "val_fraction", "val_every",
                "checkpoint_every", "keep_checkpoints", "tensorboard", "cache_dir",
-               "cache_features", "seed", "device")
+               "cache_features", "seed", "device", "action_kind")
 
 
 def config_from_args(args: argparse.Namespace):

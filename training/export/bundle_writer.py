@@ -25,10 +25,11 @@ import numpy as np
 import torch
 import yaml
 
-from policies.policy import MODEL_FILE, POLICY_JSON, Policy, load_policy
+from policies.policy import MODEL_FILE, POLICY_JSON, Policy, PolicyConfig, load_policy
 from theia_ros import __version__
 from theia_ros.atomic import atomic_write_text
 from theia_ros.errors import TheiaError
+from theia_ros.robots.robot_types import check_same_robot
 from theia_ros.runtime.bundle import (
     ACTION_UNITS,
     BUNDLE_YAML,
@@ -39,8 +40,10 @@ from theia_ros.runtime.bundle import (
     SUMS_FILE,
     write_sums,
 )
+from theia_ros.runtime.bundle_schema import BundleDoc, state_units
 from theia_ros.runtime.resize_weights import RESIZE_MODES
 from theia_ros.runtime.torch_modules import build_graphs, example_inputs, input_shapes
+from theia_ros.schema import parse
 from training.export import parity, trt_support
 from training.export.onnx_export import DEFAULT_OPSET, export_graph
 
@@ -167,6 +170,8 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
             "n_obs_steps": cfg.n_obs_steps,
             "control_rate_hz": float(cfg.fps),
             "state_dim": cfg.state_dim,
+            "robot_type": cfg.robot_type,
+            "state_units": list(state_units(cfg.state_dim)),
             "state_layout": "arm joint positions (rad), then gripper open fraction",
             "source": str(source),
         },
@@ -218,7 +223,24 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
 
 
 def _write_yaml(path: Path, doc: dict[str, Any]) -> None:
+    parse(BundleDoc, doc, path)  # what we write is what the runtime reads (one schema)
     atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False, width=99))
+
+
+def check_dataset_fits(root: str, cfg: PolicyConfig) -> None:
+    """Refuse (one line) a dataset from another robot or action space than the policy's:
+    its camera size would be written into the bundle and its frames used as references."""
+    from theia_ros.dataset import EpisodeDataset
+
+    ds = EpisodeDataset(root)
+    where = f"--dataset {root}"
+    if ds.action_kind is not None and ds.action_kind.value != cfg.action_kind:
+        raise TheiaError(f"{where}: actions are {ds.action_kind.value}, the policy outputs "
+                         f"{cfg.action_kind} (a dataset from another robot?)")
+    check_same_robot(ds.robot_type, cfg.robot_type, where)
+    if ds.state_dim != cfg.state_dim:
+        raise TheiaError(f"{where}: state has {ds.state_dim} numbers, the policy takes "
+                         f"{cfg.state_dim}")
 
 
 def _all_files(root: Path) -> list[str]:
@@ -249,6 +271,7 @@ def export_bundle(policy_dir: str | os.PathLike, out: str | os.PathLike,
     data_pairs: list[tuple[np.ndarray, np.ndarray]] = []
     image_hw = opts.image_hw
     if opts.dataset:
+        check_dataset_fits(opts.dataset, cfg)
         data_hw, data_pairs = dataset_pairs(opts.dataset, cfg.cameras, opts.dataset_frames,
                                             cfg.n_obs_steps)
         if image_hw is not None and tuple(image_hw) != data_hw:
