@@ -44,9 +44,9 @@ class PolicySection:
     action_kind: str = fld(choices=ACTION_KINDS)
     action_dim: int = fld(choices=(ACTION_DIM,))
     horizon: int = fld(ge=1, le=1000)
-    n_obs_steps: int = fld(1, ge=1, le=64)  # observation history length T
     control_rate_hz: float = fld(gt=0, le=1000)
     state_dim: int = fld(ge=2, le=64)
+    n_obs_steps: int = fld(1, ge=1, le=64)  # observation history length T
     # the dataset's robot_type; None: exported before bundles recorded it
     robot_type: str | None = fld(None)
     action_units: list[str] | None = fld(None, choices=UNITS)  # None: ACTION_UNITS
@@ -154,8 +154,6 @@ class BundleDoc:
     format_version: int = fld(choices=(FORMAT_VERSION,))
     policy: PolicySection = fld()
     camera: CameraSection = fld()
-    # every camera in the head's order, all at ``camera``'s size (None: just ``camera.name``)
-    cameras: list[str] | None = fld(None, min_len=1, max_len=16)
     encoder: EncoderSection = fld()
     normalization: NormalizationSection = fld()
     graphs: dict[str, GraphSpec] = fld()
@@ -163,5 +161,7 @@ class BundleDoc:
     diffusion: DiffusionSection | None = fld(None)
     export: ExportSection | None = fld(None)
     torch: str | None = fld(None)  # the policy checkpoint copy, relative to the bundle
+    # every camera in the head's order, all at ``camera``'s size (None: just ``camera.name``)
+    cameras: list[str] | None = fld(None, min_len=1, max_len=16)
     created_by: str = fld("")
     created_at: str = fld("")
