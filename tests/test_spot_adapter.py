@@ -326,3 +326,20 @@ def _pose_proto(w: float, x: float, y: float, z: float):
 
     return geometry_pb2.SE3Pose(rotation=geometry_pb2.Quaternion(w=w, x=x, y=y, z=z))
 
+
+
+def test_body_fisheye_frames_are_turned_upright() -> None:
+    """The body fisheyes are mounted rotated (SDK get_image example: right 180, front-left
+    -78, front-right -102 degrees); the hand camera passes unchanged."""
+    from theia_ros.robots.spot.io import upright
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:10, :10] = 255  # a white square in the top-left corner
+    np.testing.assert_array_equal(upright(img, "hand_color_image"), img)
+    turned = upright(img, "right_fisheye_image")
+    assert turned.shape == img.shape and turned[-5:, -5:].min() == 255  # now bottom-right
+    assert turned[:10, :10].max() == 0
+    left = upright(img, "frontleft_fisheye_image")  # -78: nearly a quarter turn clockwise
+    assert left.shape[0] > left.shape[1]  # the landscape frame stands up
+    ys, xs = np.nonzero(left[..., 0] > 128)
+    assert xs.mean() > left.shape[1] / 2 and ys.mean() < left.shape[0] / 2  # top-right now

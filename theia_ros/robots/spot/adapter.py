@@ -74,7 +74,13 @@ from bosdyn.client.time_sync import TimeSyncError
 from theia_ros.control.observation import JOINTS_KEY
 from theia_ros.errors import TheiaError
 from theia_ros.robots.spot.config import SpotConfig
-from theia_ros.robots.spot.io import decode_image, load_credentials, read_arm, rpy_to_quat
+from theia_ros.robots.spot.io import (
+    decode_image,
+    load_credentials,
+    read_arm,
+    rpy_to_quat,
+    upright,
+)
 from theia_ros.robots.spot.stream import ArmStream
 from theia_ros.types import Action, ActionKind, Observation, RobotAdapter
 
@@ -384,7 +390,7 @@ class SpotAdapter(RobotAdapter):
         images, stamps = {}, {}
         for camera, source in cfg.cameras.items():
             shot = by_source[source].shot
-            images[camera] = decode_image(shot.image, source)
+            images[camera] = upright(decode_image(shot.image, source), source)
             stamps[camera] = local_mono_s(shot.acquisition_time)
         stamps[JOINTS_KEY] = local_mono_s(state.kinematic_state.acquisition_timestamp)
         arm = read_arm(state, cfg.frame)

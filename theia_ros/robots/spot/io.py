@@ -121,6 +121,30 @@ def decode_image(image: image_pb2.Image, source: str) -> np.ndarray:
     return np.repeat(pixels[..., None], 3, axis=2)
 
 
+# Spot's body fisheye cameras are mounted rotated: the counter-clockwise turn in degrees that
+# makes each one upright (the ``ROTATION_ANGLE`` table of Boston Dynamics' get_image example).
+UPRIGHT_DEG = {"back_fisheye_image": 0, "frontleft_fisheye_image": -78,
+               "frontright_fisheye_image": -102, "left_fisheye_image": 0,
+               "right_fisheye_image": 180}
+
+
+def upright(rgb: np.ndarray, source: str) -> np.ndarray:
+    """Turn a body fisheye frame upright (others pass unchanged). Like the SDK example, the
+    canvas grows to hold the whole turned frame, black outside it; a right angle is exact."""
+    angle = UPRIGHT_DEG.get(source, 0)
+    if angle % 360 == 0:
+        return rgb
+    if angle % 90 == 0:
+        return np.ascontiguousarray(np.rot90(rgb, k=angle // 90))
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)  # + = counter-clockwise
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    out_w, out_h = round(h * sin + w * cos), round(h * cos + w * sin)
+    m[0, 2] += out_w / 2 - w / 2
+    m[1, 2] += out_h / 2 - h / 2
+    return cv2.warpAffine(rgb, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
 @dataclass(frozen=True)
 class ArmReading:
     """What one RobotState says about the arm, in the adapter's command frame."""
