@@ -322,6 +322,7 @@ class CheckpointFile:
     translator_hidden_factor: float = fld(1.0, gt=0, le=MAX_HIDDEN_FACTOR)
     feature_stats: list[str] = fld([])
     preprocess: dict[str, Any] = fld({})
+    training: dict[str, Any] | None = fld(None)  # how it was made (teacher inputs, stats)
 
 
 def _read_checkpoint(path_or_id: str | os.PathLike) -> _Checkpoint:

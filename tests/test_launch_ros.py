@@ -152,7 +152,8 @@ def run_policy(probe: Probe, run: ru.Launch, seconds: float,
     counted = probe.actions_since(t0)
     diag["actions_counted"] = str(counted)
     stop = probe.call(f"/policy_node/{end}")
-    assert stop.success and stop.message == {"stop": "stopped", "pause": "paused"}[end]
+    assert stop.success and stop.message in {"stop": ("stopped", "stopped; parking"),
+                                             "pause": ("paused",)}[end]
     time.sleep(1.0)
     after = probe.actions_since(time.monotonic() - 0.8)
     return diag, after

@@ -66,8 +66,8 @@ def check_size(height: int, width: int, what: str,
                                    f"(at most {MAX_SIDE_PX} per side, {MAX_PIXELS} pixels)")
     if expect_hw is not None and (height, width) != tuple(expect_hw):
         raise ImageConversionError(
-            f"{what} is {height}x{width} (height x width) but the policy bundle takes "
-            f"{expect_hw[0]}x{expect_hw[1]}: a V4L2 driver answers a size it lacks with its "
+            f"{what} is {height}x{width} but {expect_hw[0]}x{expect_hw[1]} is needed (height "
+            "x width, the policy bundle's): a V4L2 driver answers a size it lacks with its "
             "nearest mode; set the config's camera_driver width/height to a mode the camera "
             "has (v4l2-ctl --list-formats-ext) and export the bundle for it (theia export "
             "--image-size HxW; the bundle resizes to the encoder)")

@@ -219,6 +219,8 @@ class BundleMeta:
                   "state": self.state_shape, "actions": chunk, "noisy": chunk,
                   "timestep": (1,), "model_output": chunk, "cond": (1, self.cond_dim)}
         shapes["output"] = shapes["cond"] if self.policy_type == "diffusion" else chunk
+        if graph == "encoder":  # one image in, one view's tokens out (run once per view)
+            shapes["tokens"] = (1, self.num_tokens, self.embed_dim)
         ins, out = GRAPH_IO[graph]
         return {n: (shapes[n], "uint8" if n == "image" else "float32") for n in (*ins, out)}
 

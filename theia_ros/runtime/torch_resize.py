@@ -25,6 +25,7 @@ never on the onnxruntime/TensorRT path (the weights themselves come from the tor
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import numpy as np
@@ -117,7 +118,10 @@ def resize_uint8(x: torch.Tensor, out_hw: tuple[int, int], kernel: str = "biline
     out_h, out_w = int(out_hw[0]), int(out_hw[1])
     dtype = torch.float32 if x.device.type == "cpu" else torch.float64
     device = str(x.device)
-    with torch.autocast(x.device.type, enabled=False):
+    # autocast exists for cpu/cuda-like devices only (not "meta", used to count FLOPs)
+    off = (torch.autocast(x.device.type, enabled=False) if x.device.type in ("cpu", "cuda")
+           else contextlib.nullcontext())
+    with off:
         y = x.to(dtype)
         if w != out_w:
             y = (y @ _weights(w, out_w, kernel, device, dtype).T).add_(0.5).floor_()

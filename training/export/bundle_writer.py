@@ -151,10 +151,13 @@ def _bundle_yaml(policy: Policy, image_hw: tuple[int, int], files: dict[str, str
 
     def io(name: str) -> dict[str, Any]:
         ins, out = GRAPH_IO[name]
+        own = dict(shapes)
+        if name == "encoder":  # one image in, one view's tokens out (run once per view)
+            own["tokens"] = [1, enc.num_spatial_tokens, enc.embed_dim]
         return {"file": files[name],
-                "inputs": {i: {"shape": shapes[i], "dtype": "uint8" if i == "image"
+                "inputs": {i: {"shape": own[i], "dtype": "uint8" if i == "image"
                                else "float32"} for i in ins},
-                "output": {out: {"shape": shapes[out], "dtype": "float32"}}}
+                "output": {out: {"shape": own[out], "dtype": "float32"}}}
 
     doc: dict[str, Any] = {
         "format": FORMAT,
