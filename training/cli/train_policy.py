@@ -11,9 +11,9 @@ computed once and cached (``--cache-dir``), so training a head on a CPU is quick
 
 Example::
 
-    theia train-policy --dataset data/door --policy cnn_mlp \
+    theia train-policy --dataset data/door --policy cnn_mlp \\
         --encoder theaiinstitute/theia-tiny-patch16-224-cddsv --horizon 10 --out runs/door
-    theia train-policy --dataset data/drawer --policy diffusion --encoder ckpt/theia_small \
+    theia train-policy --dataset data/drawer --policy diffusion --encoder ckpt/theia_small \\
         --finetune --iters 3000 --out runs/drawer
 """
 

@@ -1,0 +1,7 @@
+"""``python -m theia_ros.cli <verb>``: the ``theia`` command without the installed script."""
+
+import sys
+
+from theia_ros.cli import main
+
+sys.exit(main())
