@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ensemble", action="store_true",
                         help="execute chunks as planned (no temporal ensembling)")
     parser.add_argument("--fast", action="store_true",
-                        help="evaluate without real-time pacing (no latency numbers)")
+                        help="evaluate without real-time pacing (no latency numbers); writes "
+                             "report-fast.json/.png and rollout-fast.mp4, leaving the "
+                             "real-time report as it was")
     parser.add_argument("--backend", default=None,
                         help="runtime backend for the evaluation (onnxruntime)")
     parser.add_argument("--video-episodes", type=int, default=None,
