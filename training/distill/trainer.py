@@ -330,8 +330,8 @@ def _expected_shapes(cfg: DistillConfig, teachers: list[Teacher] | None
 
 
 def train(cfg: DistillConfig) -> Path | None:
-    """Run (or resume) distillation; returns ``<out>/final`` when finished, None if stopped
-    early by ``train.max_steps``."""
+    """Run (or resume) distillation; returns ``<out>/final`` when finished (on every rank,
+    once the main one has written it), None if stopped early by ``train.max_steps``."""
     t = cfg.train
     env = setup_distributed(t.device)
     amp = env.device.type == "cuda" if t.amp is None else t.amp
@@ -458,7 +458,7 @@ def train(cfg: DistillConfig) -> Path | None:
     if writer is not None:
         writer.close()
     _barrier(env)
-    return result
+    return None if stopped else (result or out / "final")
 
 
 def _tensorboard(out: Path, step: int) -> object:
