@@ -65,6 +65,25 @@ def test_encode_random_tiny(tmp_path: Path, samples: list[Path], capsys) -> None
     assert Image.open(pngs[0]).size == (448, 224)
 
 
+def test_encode_takes_a_folder_of_images(tmp_path: Path, samples: list[Path], capsys) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in samples:
+        shutil.copy(p, folder / p.name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "f.npz"
+    assert main(["encode", "--checkpoint", "theia_tiny", "--image", str(folder), "--out",
+                 str(out)]) == 0
+    data = np.load(out)
+    assert list(data["names"]) == [str(folder / p.name) for p in samples]
+    assert data["tokens"].shape[0] == len(samples)
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["encode", "--checkpoint", "theia_tiny", "--image", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "g.npz")]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
 def test_encode_published_checkpoint_dir(tmp_path: Path, samples: list[Path], capsys) -> None:
     write_published(tmp_path / "ckpt", "tiny", ["facebook/dinov2-large"], seed=5)
     out = tmp_path / "f.npz"
