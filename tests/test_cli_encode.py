@@ -148,8 +148,12 @@ def test_analyze_samples(tmp_path: Path, samples: list[Path], small_ckpt: Path, 
     out = tmp_path / "analysis"
     assert main(["analyze", "--checkpoint", str(small_ckpt), "--images", str(images),
                  "--out", str(out)]) == 0
-    assert "norm_entropy_nats" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "norm_entropy_nats" in printed
     report = json.loads((out / "metrics.json").read_text())
+    # untrained final LayerNorm: every token norm is sqrt(C), and the output says so
+    assert report["measures"]["norms_constant"] and "LayerNorm" in report["note"]
+    assert "NOTE: every token has the same L2 norm" in printed
     assert report["random_init"] is False and report["measures"]["num_images"] == 3
     assert report["measures"]["norm_entropy_bins"] == 100
     assert len(list((out / "norm_maps").glob("*_norm.png"))) == 3
