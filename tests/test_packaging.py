@@ -61,6 +61,19 @@ def test_help_examples_keep_their_line_continuations(verb: str) -> None:
     assert not glued, f"theia {verb} --help: collapsed continuation in {glued}"
 
 
+def test_documented_export_examples_name_a_trained_policy_folder() -> None:
+    """``theia export --policy P`` in the docs and help names what ``train-policy --out P``
+    writes (the policy is the output folder itself, not a ``policy/`` inside it)."""
+    texts = [p.read_text(encoding="utf-8") for p in [ROOT / "README.md",
+                                                     *sorted((ROOT / "docs").glob("*.md"))]]
+    texts += [importlib.import_module(m).__doc__ or "" for m, _ in cli.COMMANDS.values()]
+    text = "\n".join(texts).replace("\\\n", " ")
+    trained = set(re.findall(r"theia train-policy [^\n]*?--out (\S+)", text))
+    exported = set(re.findall(r"theia export --policy (\S+)", text))
+    assert exported and trained
+    assert exported <= trained, f"export examples {exported - trained} are no train-policy --out"
+
+
 def test_train_policy_help_prints_the_example_on_separate_lines(
         capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):

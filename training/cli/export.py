@@ -7,8 +7,8 @@ torch on random inputs and, with ``--dataset``, on real frames; fp32 max abs err
 
 Example::
 
-    theia export --policy runs/door/policy --out bundles/door --dataset data/door --fused
-    theia export --policy runs/spot/policy --out bundles/spot --image-size 480x640
+    theia export --policy runs/door --out bundles/door --dataset data/door --fused
+    theia export --policy runs/spot --out bundles/spot --image-size 480x640
 """
 
 from __future__ import annotations
