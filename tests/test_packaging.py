@@ -74,6 +74,15 @@ def test_documented_export_examples_name_a_trained_policy_folder() -> None:
     assert exported <= trained, f"export examples {exported - trained} are no train-policy --out"
 
 
+def test_config_files_named_in_docs_and_help_exist() -> None:
+    texts = [p.read_text(encoding="utf-8") for p in [ROOT / "README.md",
+                                                     *sorted((ROOT / "docs").glob("*.md"))]]
+    texts += [importlib.import_module(m).__doc__ or "" for m, _ in cli.COMMANDS.values()]
+    named = set(re.findall(r"\bconfig/[\w.-]+\.yaml", "\n".join(texts)))
+    assert "config/bag_map_widowx.yaml" in named
+    assert not [n for n in named if not (ROOT / n).is_file()]
+
+
 def test_train_policy_help_prints_the_example_on_separate_lines(
         capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):

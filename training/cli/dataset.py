@@ -9,7 +9,7 @@ Examples::
 
 ``import-bag`` takes one or more rosbag2 directories (MCAP or sqlite3); the map file names
 topics, cameras, joints, fps, skew bound, action mapping and episode split (see
-``training/dataset/bag_config.py``). Later bags append to the dataset the first one made.
+``training/bags/bag_config.py``). Later bags append to the dataset the first one made.
 """
 
 from __future__ import annotations
