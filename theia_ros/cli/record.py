@@ -108,13 +108,13 @@ def main(args: argparse.Namespace) -> int:
                              preview=Path(args.preview) if args.preview else None,
                              print_fn=lambda s: print(s, end="", flush=True, file=sys.stderr),
                              on_tick=viewer.sync if viewer is not None else None)
-    finally:
+    finally:  # the dataset first: nothing after it may cost a recorded episode
         keys.close()
+        if writer is not None:
+            writer.close()
         if viewer is not None:
             viewer.close()
         robot.disconnect()
-        if writer is not None:
-            writer.close()
     print(f"\nsaved {len(result.saved)} episode(s) ({sum(result.successes)} successful), "
           f"discarded {result.discarded}; dataset {args.out} now has {writer.num_episodes}",
           file=sys.stderr)

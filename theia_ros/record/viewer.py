@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Mapping
 
 from theia_ros.errors import TheiaError
@@ -55,8 +56,12 @@ class PassiveViewer:
         if not glfw.init():  # probe here: a failure inside the viewer thread would hang
             raise TheiaError("cannot open a window on this display (GLFW init failed); "
                              "use --viewer off")
+        before = set(threading.enumerate())
         self._handle = mujoco.viewer.launch_passive(model, data, show_left_ui=False,
                                                     show_right_ui=False)
+        # the viewer's render thread: joined on close, since tearing GL down under a thread
+        # that still draws crashes the process at exit
+        self._threads = [t for t in threading.enumerate() if t not in before]
 
     @property
     def running(self) -> bool:
@@ -67,5 +72,7 @@ class PassiveViewer:
         if self._handle.is_running():
             self._handle.sync()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
         self._handle.close()
+        for thread in self._threads:
+            thread.join(timeout_s)
