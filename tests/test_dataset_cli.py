@@ -137,3 +137,52 @@ def test_cli_errors_are_one_line(demo: Path, tmp_path: Path,
     assert main(["dataset", "view", str(demo), "--episode", "7", "--out",
                  str(tmp_path / "x.mp4")]) == 2
     assert "episode 7: out of range" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def offline_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No network here: the hub in offline mode, and an empty Hugging Face cache."""
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_info_of_a_hub_id_offline_is_a_clear_error(offline_hub_cache: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no local folder called lerobot/pusht
+    assert main(["dataset", "info", "lerobot/pusht"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "lerobot/pusht" in err and "unreachable (offline)" in err and "cache" in err
+
+
+def test_info_of_a_hub_id_uses_the_local_cache(offline_hub_cache: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A dataset the hub client fetched before (the cache layout huggingface_hub writes:
+    refs/main names the snapshot folder) is found offline."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = offline_hub_cache / "datasets--someone--door_demos"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    write_demo_dataset(repo / "snapshots" / commit, [4, 3])
+    monkeypatch.chdir(tmp_path)
+    assert main(["dataset", "info", "someone/door_demos"]) == 0
+    out = capsys.readouterr().out
+    assert "episodes  2   frames 7" in out and commit in out
+
+
+def test_a_lerobot_v21_dataset_gets_the_converter_hint(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "old"
+    write_demo_dataset(root, [3])
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["codebase_version"] = "v2.1"
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    assert main(["dataset", "info", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "'v2.1'" in err and "convert_dataset_v21_to_v30" in err
