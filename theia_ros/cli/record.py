@@ -84,11 +84,11 @@ def main(args: argparse.Namespace) -> int:
         raise TheiaError(f"--rate must be a positive whole number of Hz, got {args.rate}")
     show = want_viewer(args.viewer)
     script = _key_script(args)  # every input problem is reported before the dataset exists
-    keys = ScriptedKeys(script) if script is not None else TerminalKeys()
     # a script needs no human pace; with a window open it plays in real time to be watched
     clock = ManualClock() if script is not None and not show else MonotonicClock()
     robot = SimWidowX(seed=args.seed, image_size=args.image_size, control_rate_hz=args.rate,
                       clock=clock.now)
+    keys = ScriptedKeys(script) if script is not None else TerminalKeys()  # raw mode from here
     writer = viewer = None
     try:
         writer = open_writer(args.out, int(args.rate), args.image_size)
