@@ -13,13 +13,14 @@ from training.analysis import (
     NORM_HIST_BINS,
     cosine_to_mean,
     norm_entropy,
-    norm_map_image,
+    norms_constant,
     pca_evr_auc,
     pca_explained_variance,
     pca_rgb,
     representation_measures,
     side_by_side,
     token_norms,
+    write_norm_map,
     write_png,
 )
 
@@ -88,16 +89,29 @@ def test_representation_measures_report() -> None:
     assert 0 < report["pca_top1_evr"] < 1
 
 
-def test_norm_map_clips_at_twice_median() -> None:
-    norms = np.ones(196)
-    norms[0] = 2.0    # exactly 2 * median
-    norms[1] = 50.0   # outlier: clipped to the same colour
-    norms[2] = 0.0
-    picture = norm_map_image(norms, size=28)
-    assert picture.shape == (28, 28, 3) and picture.dtype == np.uint8
-    assert np.array_equal(picture[0, 0], picture[0, 2])   # token 0 vs token 1 (2 px blocks)
-    assert not np.array_equal(picture[0, 0], picture[0, 6])  # token 3 (a median token)
-    assert not np.array_equal(picture[0, 4], picture[0, 6])  # token 2 (zero) differs too
+def test_constant_norms_are_detected_and_said(tmp_path: Path) -> None:
+    """A final LayerNorm with weight 1 and bias 0 gives every token the norm sqrt(C)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 196, 32))
+    ln = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
+    norms = token_norms(ln)
+    np.testing.assert_allclose(norms, math.sqrt(32), rtol=1e-9)
+    report = representation_measures(ln)
+    assert report["norms_constant"] and report["norm_entropy_nats"] == 0.0
+    weighted = ln * rng.uniform(0.2, 2.0, size=32)  # a trained LayerNorm weight
+    assert not norms_constant(token_norms(weighted))
+    assert not representation_measures(weighted)["norms_constant"]
+    assert norms_constant(np.zeros(196)) and not norms_constant(np.r_[np.ones(195), 1.05])
+
+    from PIL import Image
+
+    image = np.full((30, 50, 3), 200, np.uint8)
+    flat = write_norm_map(tmp_path / "flat.png", image, norms[0], "flat")
+    varied = write_norm_map(tmp_path / "varied.png", image, token_norms(weighted)[0], "varied")
+    with Image.open(flat) as a, Image.open(varied) as b:
+        assert a.size == b.size and a.size[0] > 2 * a.size[1]  # input | map + colour bar
+        assert np.asarray(a).tobytes() != np.asarray(b).tobytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.png", "varied.png"]
 
 
 def test_pca_rgb_separates_two_regions() -> None:

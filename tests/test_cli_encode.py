@@ -65,6 +65,25 @@ def test_encode_random_tiny(tmp_path: Path, samples: list[Path], capsys) -> None
     assert Image.open(pngs[0]).size == (448, 224)
 
 
+def test_encode_takes_a_folder_of_images(tmp_path: Path, samples: list[Path], capsys) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in samples:
+        shutil.copy(p, folder / p.name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "f.npz"
+    assert main(["encode", "--checkpoint", "theia_tiny", "--image", str(folder), "--out",
+                 str(out)]) == 0
+    data = np.load(out)
+    assert list(data["names"]) == [str(folder / p.name) for p in samples]
+    assert data["tokens"].shape[0] == len(samples)
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["encode", "--checkpoint", "theia_tiny", "--image", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "g.npz")]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
 def test_encode_published_checkpoint_dir(tmp_path: Path, samples: list[Path], capsys) -> None:
     write_published(tmp_path / "ckpt", "tiny", ["facebook/dinov2-large"], seed=5)
     out = tmp_path / "f.npz"
@@ -129,8 +148,12 @@ def test_analyze_samples(tmp_path: Path, samples: list[Path], small_ckpt: Path, 
     out = tmp_path / "analysis"
     assert main(["analyze", "--checkpoint", str(small_ckpt), "--images", str(images),
                  "--out", str(out)]) == 0
-    assert "norm_entropy_nats" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "norm_entropy_nats" in printed
     report = json.loads((out / "metrics.json").read_text())
+    # untrained final LayerNorm: every token norm is sqrt(C), and the output says so
+    assert report["measures"]["norms_constant"] and "LayerNorm" in report["note"]
+    assert "NOTE: every token has the same L2 norm" in printed
     assert report["random_init"] is False and report["measures"]["num_images"] == 3
     assert report["measures"]["norm_entropy_bins"] == 100
     assert len(list((out / "norm_maps").glob("*_norm.png"))) == 3

@@ -165,3 +165,69 @@ def test_every_image_encoding_decodes_to_rgb(encoding: str) -> None:
         err = np.abs(out.astype(int) - rgb)
         assert err.max() == 0 if encoding == "png" else np.median(err) <= 8  # jpeg is lossy
         assert out[0, 0, 0] > out[0, 0, 2]  # red stays red (BGR -> RGB)
+
+
+def write_widowx_sample_bag(path: Path, duration_s: float = 3.0) -> None:
+    """A small WidowX recording on the topics ``config/bag_map_widowx.yaml`` names: camera at
+    15 Hz (raw rgb8), joint states at 50 Hz, the recorder's sent action at 5 Hz."""
+    from helpers_dataset import T0_NS, TS, T, _header
+    from rosbags.rosbag2 import Writer
+
+    joints = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
+              "gripper", "left_finger", "right_finger"]
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as bag:
+        cam = bag.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TS)
+        js = bag.add_connection("/wx250s/joint_states", "sensor_msgs/msg/JointState",
+                                typestore=TS)
+        act = bag.add_connection("/recorder_node/action", "std_msgs/msg/Float32MultiArray",
+                                 typestore=TS)
+        events = []
+        for i in range(int(duration_s * 15)):
+            t = i / 15
+            rgb = np.full((48, 64, 3), (i * 5 % 256, 100, 30), np.uint8)
+            events.append((t, cam, "sensor_msgs/msg/Image", T["sensor_msgs/msg/Image"](
+                header=_header(t), height=48, width=64, encoding="rgb8", is_bigendian=0,
+                step=64 * 3, data=rgb.reshape(-1))))
+        for i in range(int(duration_s * 50)):
+            t = i / 50
+            finger = 0.015 + 0.022 * (1 - t / duration_s)  # closes over the episode
+            pos = np.array([t, -0.5, 0.6, 0.0, 0.5, 0.0, 0.0, finger, -finger])
+            events.append((t + 0.001, js, "sensor_msgs/msg/JointState",
+                           T["sensor_msgs/msg/JointState"](
+                               header=_header(t), name=joints, position=pos,
+                               velocity=np.zeros(9), effort=np.zeros(9))))
+        for i in range(int(duration_s * 5)):
+            t = i / 5
+            data = np.array([0.01, 0.0, -0.005, 0.0, 0.0, 0.05, 1.0 - t / duration_s],
+                            np.float32)
+            events.append((t + 0.002, act, "std_msgs/msg/Float32MultiArray",
+                           T["std_msgs/msg/Float32MultiArray"](
+                               layout=T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0),
+                               data=data)))
+        for t, conn, typ, msg in sorted(events, key=lambda e: e[0]):
+            bag.write(conn, T0_NS + round((t + 0.003) * 1e9), TS.serialize_cdr(msg, typ))
+
+
+def test_shipped_widowx_map_imports_a_sample_bag(tmp_path: Path) -> None:
+    from theia_ros.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "config" / "bag_map_widowx.yaml"
+    bag = tmp_path / "door_01"
+    write_widowx_sample_bag(bag)
+    out = tmp_path / "demos"
+    assert main(["dataset", "import-bag", str(bag), "--out", str(out), "--config",
+                 str(config), "--no-progress"]) == 0
+    ds = EpisodeDataset(out)
+    assert ds.num_episodes == 1 and ds.fps == 5 and ds.robot_type == "wx250s"
+    assert ds.cameras == ["front"] and ds.state_dim == 7
+    assert ds.action_kind.value == "ee_delta"
+    ep = ds.episode(0)
+    n = len(ep["timestamp"])
+    assert n >= 12
+    assert ep["observation.images.front"].shape == (n, 224, 224, 3)
+    np.testing.assert_allclose(ep["action"][:, [0, 2, 5]], [[0.01, -0.005, 0.05]] * n,
+                               atol=1e-6)
+    # waist carries the time; the gripper joint became an open fraction that falls
+    assert np.all(np.diff(ep["observation.state"][:, 0]) > 0)
+    grip = ep["observation.state"][:, 6]
+    assert 0.0 <= grip.min() < grip.max() <= 1.0 and grip[0] > grip[-1]

@@ -12,7 +12,15 @@ import pytest
 from theia_ros.errors import TheiaError
 from training.cli import demo as demo_cli
 from training.demo.config import DemoConfig, key_hash, stage_keys
-from training.demo.report import format_report, rate_entry, wilson_interval
+from training.demo.pipeline import eval_outputs
+from training.demo.report import (
+    bar_label,
+    format_report,
+    plot_bars,
+    rate_entry,
+    wilson_interval,
+    write_plot,
+)
 from training.demo.stages import STAGES_FILE, StageBook
 
 
@@ -72,6 +80,26 @@ def test_rate_entry_and_report_text() -> None:
     assert "not measured" in format_report(report)
 
 
+def _evaluation(opened: int, fully: int, success: int, n: int) -> dict:
+    return {"episodes": n, "rate_hz": 5.0, "success": rate_entry(success, n),
+            "stages": {"open": rate_entry(opened, n), "fully_open": rate_entry(fully, n)}}
+
+
+def test_report_plot_numbers_its_bars_and_does_not_repeat_success(tmp_path) -> None:
+    same = plot_bars(_evaluation(15, 14, 14, 20))  # success == reached fully open
+    assert [name for name, _ in same] == ["reached open", "reached fully open"]
+    swung_back = plot_bars(_evaluation(3, 2, 1, 3))
+    assert len(swung_back) == 3 and "success" in swung_back[-1][0]
+    assert bar_label(rate_entry(14, 20)) == "14/20 = 70 %\nCI 48-85 %"
+    from PIL import Image
+
+    for name, ev, ticks in (("a.png", _evaluation(15, 14, 14, 20), [40.0, 52.0, 61.0]),
+                            ("b.png", _evaluation(3, 2, 1, 3), [])):
+        path = write_plot(tmp_path / name, {"evaluation": ev}, ticks)
+        with Image.open(path) as img:
+            assert img.size[0] > 600 and img.size[1] > 250
+
+
 # -- stages ----------------------------------------------------------------------------------
 def test_stage_book_skips_matching_and_refuses_changed_settings(tmp_path) -> None:
     cfg = DemoConfig()
@@ -116,6 +144,14 @@ def test_stage_book_refuses_foreign_or_mismatched_unfinished_output(tmp_path) ->
     (out / STAGES_FILE).write_text("{broken")
     with pytest.raises(TheiaError, match="unreadable"):
         StageBook.load(out)
+
+
+def test_fast_evaluation_writes_beside_the_real_time_report(tmp_path) -> None:
+    real, fast = eval_outputs(tmp_path, fast=False), eval_outputs(tmp_path, fast=True)
+    assert real.keys() == fast.keys()
+    assert real["report"].name == "report.json" and real["video"].name == "rollout.mp4"
+    assert not set(real.values()) & set(fast.values())
+    assert all(p.parent == tmp_path for p in fast.values())
 
 
 # -- config / CLI ----------------------------------------------------------------------------
@@ -165,13 +201,19 @@ def test_quick_demo_end_to_end_then_skips_finished_stages(tmp_path, capsys) -> N
     text = capsys.readouterr().out
     assert "success" in text and "95 % CI" in text and "control step" in text
 
+    first_bytes = {name: (out / name).read_bytes()
+                   for name in ("report.json", "report.png", "rollout.mp4")}
     assert cli.main([*argv, "--eval-episodes", "1", "--fast"]) == 0  # re-evaluate only
-    second = json.loads((out / "report.json").read_text())
+    for name, data in first_bytes.items():  # the real-time run's report stays as it was
+        assert (out / name).read_bytes() == data, name
+    second = json.loads((out / "report-fast.json").read_text())
     assert [second["stages"][s]["skipped"] for s in ("dataset", "policy", "bundle")] == \
         [True, True, True]
     assert second["evaluation"]["episodes"] == 1 and second["evaluation"]["fast"]
     assert "skipped" in capsys.readouterr().out
     assert math.isfinite(second["total_wall_s"])
+    assert (out / "report-fast.png").exists() and (out / "rollout-fast.mp4").exists()
+    assert second["paths"]["report"].endswith("report-fast.json")
 
 
 @pytest.mark.parametrize(("demo_seed", "demos", "eval_seed", "eval_episodes"), [

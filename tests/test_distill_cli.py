@@ -17,7 +17,9 @@ def test_cli_pipeline(tmp_path, capsys):
     write_images(tmp_path / "src", 26, corrupt=2)
     assert main(["distill", "prepare", "--src", str(tmp_path / "src"), "--out",
                  str(tmp_path / "img"), "--shard-size", "16", "--workers", "1"]) == 0
-    assert "26 images in 2 shards; skipped 2 unreadable" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "26 images in 2 shards; skipped 2 unreadable" in printed.out
+    assert "28/28" in printed.err and "/32" not in printed.err  # 28 files, not 2 x 16 slots
 
     common = ["--images", str(tmp_path / "img"), "--tiny-teachers", "--teachers", "c,v",
               "--batch-size", "8", "--no-progress"]
@@ -51,3 +53,56 @@ def test_cli_pipeline(tmp_path, capsys):
     assert main(["distill", "train", "--config", str(cfg), f"train.out={tmp_path / 'run2'}",
                  "model.teachers=c"]) == 2
     assert "cache built for teachers" in capsys.readouterr().err
+
+
+def test_pretrained_teachers_offline_fail_at_once_and_name_the_flag(tmp_path, monkeypatch,
+                                                                    capsys):
+    """No network: one connection attempt, then a clear error naming --tiny-teachers, before
+    any (large) teacher is built."""
+    import huggingface_hub.constants as hub_constants
+
+    from training.distill import teachers as teacher_mod
+
+    write_images(tmp_path / "src", 4)
+    assert main(["distill", "prepare", "--src", str(tmp_path / "src"), "--out",
+                 str(tmp_path / "img"), "--workers", "1"]) == 0
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test (hub_online sets it)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a teacher was built although its weights cannot be had")
+
+    monkeypatch.setattr(teacher_mod, "build_teacher", no_build)
+    capsys.readouterr()
+    assert main(["distill", "stats", "--images", str(tmp_path / "img"), "--teachers", "c,v",
+                 "--out", str(tmp_path / "s.safetensors"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "--tiny-teachers" in err
+    assert "openai/clip-vit-large-patch14" in err and "google/vit-huge" in err
+    assert hub_constants.HF_HUB_OFFLINE is True  # later hub calls in this process fail fast
+    assert not (tmp_path / "s.safetensors").exists()
+
+
+def test_hub_online_sees_a_listening_endpoint(monkeypatch):
+    import socket
+
+    import huggingface_hub.constants as hub_constants
+
+    from training.hub import hub_online
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(hub_constants, "ENDPOINT",
+                            f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.delenv("HTTPS_PROXY", raising=False)
+        monkeypatch.delenv("https_proxy", raising=False)
+        assert hub_online()
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+        assert not hub_online()  # offline mode set by the user: not even tried

@@ -82,7 +82,9 @@ def data(tmp_path_factory):
 
 
 def test_two_process_training_loss_falls_and_survives_sigkill(data):
-    _run(*_train_args(data, "full"))
+    printed = _run(*_train_args(data, "full"))
+    # one report from the main process, and no "stopped at ..." from the other one
+    assert printed.count("encoder checkpoint:") == 1 and "stopped at" not in printed
     log = _log(data / "full" / "train_log.jsonl")
     assert [r["step"] for r in log] == list(range(1, 33))  # 32 images / (4 x 2), 8 epochs
     losses = [r["loss"] for r in log]

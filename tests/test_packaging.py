@@ -7,6 +7,7 @@ the tracked files, and the install tree must hold what `ros2 launch theia_ros ..
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,56 @@ def test_unknown_verb_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["no-such-verb"])
     assert exc.value.code == 2
+    assert "choose from" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("typo", "verb"), [("trian-policy", "train-policy"),
+                                            ("exprot", "export"), ("recrod", "record")])
+def test_mistyped_verb_gets_a_suggestion(typo: str, verb: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([typo])
+    assert f"did you mean {verb!r}?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", sorted(cli.COMMANDS))
+def test_help_examples_keep_their_line_continuations(verb: str) -> None:
+    """A backslash-newline inside a plain docstring is eaten by Python, which glues the next
+    line on after a run of spaces; examples must spell it ``\\\\`` to print one backslash."""
+    doc = importlib.import_module(cli.COMMANDS[verb][0]).__doc__
+    glued = [line for line in doc.splitlines() if re.search(r"\S {4,}--", line)]
+    assert not glued, f"theia {verb} --help: collapsed continuation in {glued}"
+
+
+def test_documented_export_examples_name_a_trained_policy_folder() -> None:
+    """``theia export --policy P`` in the docs and help names what ``train-policy --out P``
+    writes (the policy is the output folder itself, not a ``policy/`` inside it)."""
+    texts = [p.read_text(encoding="utf-8") for p in [ROOT / "README.md",
+                                                     *sorted((ROOT / "docs").glob("*.md"))]]
+    texts += [importlib.import_module(m).__doc__ or "" for m, _ in cli.COMMANDS.values()]
+    text = "\n".join(texts).replace("\\\n", " ")
+    trained = set(re.findall(r"theia train-policy [^\n]*?--out (\S+)", text))
+    exported = set(re.findall(r"theia export --policy (\S+)", text))
+    assert exported and trained
+    assert exported <= trained, f"export examples {exported - trained} are no train-policy --out"
+
+
+def test_config_files_named_in_docs_and_help_exist() -> None:
+    texts = [p.read_text(encoding="utf-8") for p in [ROOT / "README.md",
+                                                     *sorted((ROOT / "docs").glob("*.md"))]]
+    texts += [importlib.import_module(m).__doc__ or "" for m, _ in cli.COMMANDS.values()]
+    named = set(re.findall(r"\bconfig/[\w.-]+\.yaml", "\n".join(texts)))
+    assert "config/bag_map_widowx.yaml" in named
+    assert not [n for n in named if not (ROOT / n).is_file()]
+
+
+def test_train_policy_help_prints_the_example_on_separate_lines(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["train-policy", "--help"])
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    at = lines.index("theia train-policy --dataset data/door --policy cnn_mlp \\")
+    assert lines[at + 1].startswith("--encoder ")
 
 
 def test_colcon_build_installs_launch_config_and_executables(tmp_path: Path) -> None:

@@ -116,3 +116,74 @@ def test_keyboard_teleop_motion_keys_mean_what_theia_record_means() -> None:
         np.testing.assert_array_equal(np.sign(got), np.sign(delta), err_msg=key)
     assert SERVICE_KEYS["\r"] == "save_success" and SERVICE_KEYS["\x7f"] == "discard"
     assert "\x1b" in QUIT_KEYS and "q" not in QUIT_KEYS and "s" not in SERVICE_KEYS
+
+
+# -- theia record from the command line: scripted keys, pipes, the viewer guard -----------
+def test_key_scripts_parse_one_tick_per_character() -> None:
+    from theia_ros.record.keys import script_ticks
+
+    assert script_ticks("ww.r") == ["w", "w", "", "r"]
+    assert script_ticks("w\\nd\\b\\e") == ["w", "\r", "d", "\x7f", "\x1b"]
+    assert script_ticks("a\r\ns\n") == ["a", "\r", "s", "\r"]  # file lines end in a save
+    assert parse_keys(script_ticks(" ")[0]) == [GRIPPER]
+    with pytest.raises(TheiaError, match="'x' at position 2 is not a key"):
+        script_ticks("wwx")
+
+
+def test_cli_records_a_key_script_without_a_terminal(tmp_path, monkeypatch, capsys) -> None:
+    from theia_ros.cli import main as theia_main
+    from theia_ros.dataset import EpisodeDataset
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    out = tmp_path / "ds"
+    rc = theia_main(["record", "--robot", "sim", "--out", str(out), "--image-size", "64",
+                     "--seed", "3", "--keys", "..wwr\\nsd\\bdd\\n"])
+    assert rc == 0, capsys.readouterr().err
+    ds = EpisodeDataset(out)
+    assert [e.length for e in ds.episodes] == [3, 2]  # idle ticks before a command are skipped
+    np.testing.assert_allclose(ds.episode(0)["action"][:, 0], [STEP_M, STEP_M, 0], atol=1e-6)
+    np.testing.assert_allclose(ds.episode(1)["action"][:, 1], [-STEP_M, -STEP_M], atol=1e-6)
+    assert "saved 2 episode(s)" in capsys.readouterr().err
+
+
+def test_cli_reads_a_key_script_from_a_pipe(tmp_path, monkeypatch) -> None:
+    import io
+
+    from theia_ros.cli import main as theia_main
+    from theia_ros.dataset import EpisodeDataset
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("rrr\nfa\n"))
+    out = tmp_path / "piped"
+    assert theia_main(["record", "--robot", "sim", "--out", str(out), "--image-size", "64",
+                       "--keys-file", "-", "--viewer", "off"]) == 0
+    assert [e.length for e in EpisodeDataset(out).episodes] == [3, 2]
+
+
+def test_cli_piped_stdin_without_a_script_fails_before_creating_anything(
+        tmp_path, monkeypatch, capsys) -> None:
+    import io
+
+    from theia_ros.cli import main as theia_main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("wwww\n"))
+    out = tmp_path / "never"
+    assert theia_main(["record", "--robot", "sim", "--out", str(out), "--viewer", "off"]) == 2
+    err = capsys.readouterr().err
+    assert "stdin is not a terminal" in err and "--keys" in err
+    assert not out.exists()
+    assert theia_main(["record", "--robot", "sim", "--out", str(out), "--keys", "w?"]) == 2
+    assert "not a key" in capsys.readouterr().err and not out.exists()
+
+
+def test_viewer_only_where_a_display_exists() -> None:
+    from theia_ros.record.viewer import display_available, want_viewer
+
+    desktop, headless = {"DISPLAY": ":0"}, {"TERM": "xterm"}
+    assert display_available({"WAYLAND_DISPLAY": "wayland-0"}, "linux")
+    assert not display_available(headless, "linux")
+    assert not display_available(desktop, "darwin")  # needs mjpython there
+    assert want_viewer("auto", desktop, "linux") and not want_viewer("auto", headless, "linux")
+    assert not want_viewer("off", desktop, "linux")
+    with pytest.raises(TheiaError, match="no display"):
+        want_viewer("on", headless, "linux")

@@ -56,6 +56,38 @@ def test_bench_cli_json(bundle: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert report["rows"][0]["step_speedup"] > 0
 
 
+def test_measurements_are_interleaved_call_by_call() -> None:
+    """Every (backend, part) is timed once per round, in a rotating order, so a burst of
+    background load cannot land on one part's block of consecutive calls."""
+    calls: list[tuple[str, str]] = []
+
+    def fake_timer(fn, n):  # records the call order instead of timing (no clock involved)
+        fn()
+        return [float(len(calls))] * n
+
+    runners = {b: {part: (lambda b=b, part=part: calls.append((b, part)))
+                   for part in cli_bench.PARTS} for b in ("onnxruntime", cli_bench.REFERENCE)}
+    out = cli_bench.interleaved(runners, 12, fake_timer)
+    per_round = len(runners) * len(cli_bench.PARTS)
+    assert len(calls) == 12 * per_round and all(len(v) == 12 for v in out.values())
+    rounds = [calls[i:i + per_round] for i in range(0, len(calls), per_round)]
+    assert all(sorted(r) == sorted(rounds[0]) for r in rounds)  # each key once per round
+    firsts = {r[0] for r in rounds}
+    assert len(firsts) == per_round  # the order rotates: every key leads some round
+    # positions of one key spread over the run: no two samples of it are adjacent calls
+    enc = [i for i, c in enumerate(calls) if c == (cli_bench.REFERENCE, "encoder")]
+    assert min(np.diff(enc)) > 1
+
+
+def test_encoder_slower_than_its_step_is_flagged() -> None:
+    ok = {"model": "theia_tiny", "backend": "onnxruntime", "encoder_p50_ms": 30.0,
+          "step_p50_ms": 34.0}
+    noisy = {"model": "theia_tiny", "backend": cli_bench.REFERENCE, "encoder_p50_ms": 459.6,
+             "step_p50_ms": 144.9}
+    lines = cli_bench.consistency_lines([ok, noisy])
+    assert len(lines) == 1 and "torch-eager" in lines[0] and "459.6" in lines[0]
+
+
 def test_targets_are_judged_for_onnxruntime_cnn_mlp_rows() -> None:
     rows = [{"model": "theia_tiny", "head": "cnn_mlp", "backend": "onnxruntime",
              "step_p50_ms": 30.0, "step_speedup": 1.2},

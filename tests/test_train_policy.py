@@ -163,10 +163,43 @@ def test_frozen_encoder_weights_are_saved_unchanged(dataset: Path, encoder_ckpt:
     assert meta["head"]["num_inference_steps"] == 10
 
 
-def test_bad_dataset_path_is_a_clear_error(tmp_path: Path) -> None:
+def test_bad_dataset_path_is_a_clear_error(tmp_path: Path, capsys) -> None:
     rc = theia_main(["train-policy", "--dataset", str(tmp_path / "nope"), "--out",
                      str(tmp_path / "o"), "--quiet"])
     assert rc == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # a failed start leaves no output folder
+
+
+def test_failed_start_leaves_no_output_folder(dataset: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "runs" / "door"
+    rc = theia_main(["train-policy", "--dataset", str(dataset), "--out", str(out), "--encoder",
+                     str(tmp_path / "no_such_checkpoint"), "--quiet"])
+    assert rc == 2 and "no_such_checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_resume_compares_paths_where_they_point(dataset: Path, encoder_ckpt: Path,
+                                                tmp_path: Path, monkeypatch, capsys) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(dataset.parent)
+    base = ["train-policy", "--encoder", str(encoder_ckpt), "--iters", "2", "--batch-size",
+            "4", "--head", json.dumps(TINY_CNN), "--cache-dir", str(tmp_path / "cache"),
+            "--quiet"]
+    assert theia_main([*base, "--dataset", f"data/{dataset.name}", "--out", "runs/door"]) == 0
+    # the same run spelled with absolute paths (and the dataset's real location) resumes
+    assert theia_main([*base, "--iters", "3", "--dataset", str(dataset), "--out",
+                       str(tmp_path / "runs" / "door")]) == 0
+    assert "after 3/3 steps" in capsys.readouterr().out
+    # a missing dataset is reported as missing, not as "a different config"
+    assert theia_main([*base, "--dataset", str(tmp_path / "gone"), "--out", "runs/door"]) == 2
+    err = capsys.readouterr().err
+    assert "gone" in err and "different config" not in err
+    # a real change of settings is still refused
+    assert theia_main([*base, "--dataset", str(dataset), "--out", "runs/door",
+                       "--batch-size", "2"]) == 2
+    assert "different config (['batch_size'])" in capsys.readouterr().err
 
 
 def test_padding_past_an_episode_end_means_stay_put() -> None:

@@ -18,7 +18,12 @@ Given spatial tokens ``[N, P, C]`` (N images, P = 196 tokens, C channels):
 - **Cosine similarity to the mean**: each image's representation (its P x C tokens
   flattened), cosine similarity to the mean representation over the N images, averaged.
 - **Norm map**: per-image 14 x 14 token norms clipped to ``[0, 2 * median]`` (that image's
-  median) and colour-mapped (viridis), as in the paper's Figure 10.
+  median) and colour-mapped (viridis), as in the paper's Figure 10, with a colour bar.
+- **Constant norms**: when every token's norm falls in one histogram bin (spread below
+  max / 100), entropy is 0 and the maps are flat. That is what a final LayerNorm whose
+  weight is still uniform does (random init, a short smoke distillation): it scales every
+  token to the same length, ``sqrt(C) * weight``. The measures then say nothing about the
+  encoder, and ``norms_constant`` says so.
 - **PCA picture**: the first three principal components of the tokens (fitted jointly over
   all images given, so colours compare across images) as RGB.
 
@@ -26,7 +31,7 @@ Example::
 
     tokens = encoder.encode(images).numpy()          # [N, 196, C]
     report = representation_measures(tokens)         # {"norm_entropy_nats": ..., ...}
-    write_png("norm.png", norm_map_image(token_norms(tokens)[0]))
+    write_norm_map("norm.png", image, token_norms(tokens)[0], "door.png")
 """
 
 from __future__ import annotations
@@ -71,6 +76,20 @@ def norm_entropy(norms: np.ndarray, bins: int = NORM_HIST_BINS) -> float:
     counts, _ = np.histogram(flat, bins=bins, range=(0.0, top if top > 0 else 1.0))
     p = counts[counts > 0] / flat.size
     return max(0.0, float(-(p * np.log(p)).sum()))  # no "-0.0" for a single bin
+
+
+def norms_constant(norms: np.ndarray, bins: int = NORM_HIST_BINS) -> bool:
+    """All norms in one entropy histogram bin (so the entropy is 0 and the maps are flat)."""
+    flat = np.asarray(norms, dtype=np.float64).ravel()
+    top = float(flat.max())
+    return top <= 0 or float(flat.max() - flat.min()) < top / bins
+
+
+CONSTANT_NORMS_NOTE = (
+    "every token has the same L2 norm: the encoder's final LayerNorm normalises each token "
+    "and, with its weight still uniform (random init or barely trained), scales all of them "
+    "to sqrt(C) x weight. Norm entropy is 0 and the norm maps are flat by construction; "
+    "they say nothing about this encoder (use a trained checkpoint)")
 
 
 def pca_explained_variance(tokens: np.ndarray) -> np.ndarray:
@@ -124,6 +143,7 @@ def representation_measures(tokens: np.ndarray) -> dict[str, float | int | str]:
         "norm_median": median,
         "norm_max": float(norms.max()),
         "outlier_fraction_gt_2x_median": float((norms > 2 * median).mean()),
+        "norms_constant": norms_constant(norms),
     }
 
 
@@ -144,15 +164,41 @@ def _upsample(picture: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(picture).resize((size, size), Image.Resampling.NEAREST))
 
 
-def norm_map_image(norms: np.ndarray, size: int = 224) -> np.ndarray:
-    """One image's token norms ``[P]`` -> uint8 RGB ``[size, size, 3]`` clipped to 2*median."""
+def write_norm_map(path: str | os.PathLike, image: np.ndarray, norms: np.ndarray,
+                   title: str) -> Path:
+    """Input image beside its token-norm map with a labelled colour bar (PNG, atomic).
+
+    The colour scale is ``[0, 2 * median]`` of this image's norms (higher values saturate);
+    constant norms are said in the title rather than left as an unexplained flat colour.
+    """
     import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     norms = np.asarray(norms, dtype=np.float64).ravel()
-    upper = 2.0 * float(np.median(norms))
-    scaled = np.clip(norms, 0.0, upper) / upper if upper > 0 else np.zeros_like(norms)
-    rgb = (matplotlib.colormaps["viridis"](scaled)[:, :3] * 255).round().astype(np.uint8)
-    return _upsample(_grid(rgb), size)
+    upper = 2.0 * float(np.median(norms)) or 1.0
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, 3.4),
+                                      gridspec_kw={"width_ratios": [1, 1.22]})
+    left.imshow(image)
+    left.set_title("input", fontsize=9)
+    left.set_axis_off()
+    shown = right.imshow(_grid(norms), cmap="viridis", vmin=0.0, vmax=upper,
+                         interpolation="nearest")
+    right.set_axis_off()
+    if norms_constant(norms):
+        right.set_title(f"token norms: all {norms.mean():.3f} (constant:\nfinal LayerNorm, "
+                        "nothing to map)", fontsize=9, color="#b22222")
+    else:
+        right.set_title(f"token norms (clipped at 2 x median = {upper:.2f})", fontsize=9)
+    bar = fig.colorbar(shown, ax=right, fraction=0.046, pad=0.04)
+    bar.set_label("token L2 norm", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def pca_rgb(tokens: np.ndarray) -> np.ndarray:

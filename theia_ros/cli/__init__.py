@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     if verb not in COMMANDS:
-        top.error(f"unknown command {verb!r}")
+        close = difflib.get_close_matches(verb, COMMANDS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; choose from {sorted(COMMANDS)}"
+        top.error(f"unknown command {verb!r}{hint}")
     module_name, help_ = COMMANDS[verb]
     try:
         module = importlib.import_module(module_name)

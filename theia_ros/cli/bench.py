@@ -5,7 +5,9 @@ encode, act, postprocess (first action of the chunk -> ``Action``). Every backen
 in the same run as the reference, torch eager fp32 running the same policy through its own
 code (``Policy.predict_action_chunk``, torch preprocessing), and the table reports the
 ratios, since absolute times on shared machines are noisy. Measurements are interleaved
-(a few iterations of each backend in turn) so background load hits all of them alike.
+(one call of each backend and part in turn, the order rotated every round) so background
+load hits all of them alike; an encoder p50 above the step p50 that contains it is flagged
+as noise.
 
 ``--sizes`` builds random-weight policies of the named encoder sizes and exports them with
 ``theia export`` (a subprocess: the deploy package does not import ``training``) into
@@ -13,7 +15,7 @@ ratios, since absolute times on shared machines are noisy. Measurements are inte
 
 Example::
 
-    theia bench --quick                                  # tiny + base, CNN-MLP, < 1 min
+    theia bench --quick          # tiny + base, CNN-MLP, 10 iterations (see --quick)
     theia bench --sizes tiny,small,base --json > bench.json
     theia bench --bundle bundles/door --backends tensorrt,onnxruntime --precision fp16
 """
@@ -35,6 +37,7 @@ from theia_ros.runtime.bench import (
     SIZES,
     add_speedups,
     bench_bundle,
+    consistency_lines,
     format_table,
     random_bundle,
     target_lines,
@@ -52,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", "--backend", dest="backends", default="auto",
                         help="comma list of tensorrt,onnxruntime,torch (default: every one "
                              "available); the torch eager reference always runs")
-    parser.add_argument("--quick", action="store_true", help="few iterations (< 1 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="10 iterations instead of 50; the first run also builds and "
+                             "exports the random-weight bundles (cached in --work-dir)")
     parser.add_argument("--iters", type=int, default=None,
                         help="timed iterations per measurement (default 50, --quick 10)")
     parser.add_argument("--image-size", type=_hw, default=(480, 640), metavar="HxW",
@@ -99,12 +104,13 @@ def main(args: argparse.Namespace) -> int:
     add_speedups(rows)
     load_1min = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if args.json:
-        print(json.dumps({"rows": rows, "targets": target_lines(rows), "iters": iters,
+        print(json.dumps({"rows": rows, "targets": target_lines(rows),
+                          "warnings": consistency_lines(rows), "iters": iters,
                           "threads": args.threads, "cpu_count": os.cpu_count(),
                           "load_avg_1min": load_1min}, indent=2))
     else:
         print(format_table(rows))
-        for line in target_lines(rows):
+        for line in target_lines(rows) + consistency_lines(rows):
             print(line)
         if load_1min is not None:
             # other processes on the cores distort absolute times (torch's OpenMP most)

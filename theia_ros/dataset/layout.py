@@ -193,8 +193,10 @@ def validate_info(info: Any, path: Path) -> dict[str, Any]:
         if not isinstance(info.get(key), typ):
             raise TheiaError(f"{path}: field {key!r} missing or not {typ.__name__}")
     if not str(info["codebase_version"]).startswith("v3"):
-        raise TheiaError(f"{path}: codebase_version {info['codebase_version']!r}; "
-                         "expected a LeRobot v3.x dataset")
+        raise TheiaError(f"{path}: codebase_version {info['codebase_version']!r}; expected a "
+                         "LeRobot v3.x dataset (convert a v2.1 one with LeRobot's converter: "
+                         "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 "
+                         "--repo-id OWNER/NAME)")
     if info["fps"] <= 0:
         raise TheiaError(f"{path}: fps must be positive, got {info['fps']}")
     return info

@@ -108,10 +108,46 @@ def keys_to_command(keys: Iterable[str], step_m: float = STEP_M,
     return cmd
 
 
+SCRIPT_IDLE = "."  # a tick with no key pressed
+SCRIPT_ESCAPES = {"n": "\r", "b": "\x7f", "e": "\x1b"}  # Enter, Backspace, Esc
+SCRIPT_HELP = ("one tick per character: w/s a/d r/f q/e j/l i/k as on the keyboard, space = "
+               "gripper, '.' = idle tick, newline or \\n = save (Enter), \\b = discard, "
+               "\\e = quit; the session quits at the end of the script")
+
+
+def script_ticks(text: str) -> list[str]:
+    """A key script (``--keys``/``--keys-file``) -> one key string per tick.
+
+    Every character is one tick (``wwwr`` = three ticks forward, one up); see
+    :data:`SCRIPT_HELP`. An unknown character is an error rather than a silent idle tick.
+    """
+    ticks: list[str] = []
+    i = 0
+    text = text.replace("\r\n", "\n")
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in SCRIPT_ESCAPES:
+            ticks.append(SCRIPT_ESCAPES[text[i + 1]])
+            i += 2
+            continue
+        if ch == SCRIPT_IDLE:
+            ticks.append("")
+        elif ch == "\n":
+            ticks.append("\r")
+        elif ch.lower() in MOTION_KEYS or ch in CONTROL_KEYS:
+            ticks.append(ch)
+        else:
+            raise TheiaError(f"key script: {ch!r} at position {i} is not a key ({SCRIPT_HELP})")
+        i += 1
+    return ticks
+
+
 class KeySource(Protocol):
     """Keys pressed since the last call (never blocks)."""
 
     def poll(self) -> list[str]: ...
+
+    def close(self) -> None: ...
 
 
 class ScriptedKeys:
@@ -126,6 +162,9 @@ class ScriptedKeys:
         except StopIteration:
             return [QUIT]
 
+    def close(self) -> None:
+        """Nothing to restore (the same life cycle as :class:`TerminalKeys`)."""
+
 
 class TerminalKeys:
     """Raw-mode keyboard on a TTY file descriptor; restores the terminal on ``close``."""
@@ -137,7 +176,8 @@ class TerminalKeys:
         self.fd = sys.stdin.fileno() if fd is None else fd
         if not os.isatty(self.fd):
             raise TheiaError("theia record needs an interactive terminal on stdin (keyboard "
-                             "teleop); use a real terminal, not a pipe")
+                             "teleop); for piped or scripted keys pass --keys 'wwwr...' or "
+                             "--keys-file FILE ('-' reads stdin)")
         self._saved = termios.tcgetattr(self.fd)
         tty.setcbreak(self.fd)
 

@@ -115,11 +115,13 @@ def run_session(robot: RobotAdapter, writer, keys: KeySource, safety: SafetyFilt
                 first_seed: int = 0, max_episodes: int | None = None,
                 clock: Clock | None = None, rate_hz: float = 5.0,
                 max_ticks: int | None = None, preview: Path | None = None,
-                print_fn: Callable[[str], None] | None = None) -> SessionResult:
+                print_fn: Callable[[str], None] | None = None,
+                on_tick: Callable[[], None] | None = None) -> SessionResult:
     """The keyboard recording session on a sim robot (``reset(seed)``, ``success()``).
 
     One tick per period on ``clock`` (a ``ManualClock`` runs a scripted key stream as fast
-    as possible). Episodes use seeds ``first_seed, first_seed + 1, ...``.
+    as possible). Episodes use seeds ``first_seed, first_seed + 1, ...``. ``on_tick`` runs
+    at the start of every tick, after the last one's command took effect (a live viewer).
     """
     clock = clock or MonotonicClock()
     period_s = 1.0 / rate_hz
@@ -140,6 +142,8 @@ def run_session(robot: RobotAdapter, writer, keys: KeySource, safety: SafetyFilt
         if out.ticks:
             deadlines.advance()
         deadlines.wait()
+        if on_tick is not None:
+            on_tick()
         out.ticks += 1
         cmd = keys_to_command(keys.poll())
         if cmd.control == QUIT:

@@ -29,6 +29,7 @@ REFERENCE = "torch-eager"
 # torch eager; Theia-T must leave most of a 5 Hz period (200 ms) free.
 TARGETS_MS = {"theia_tiny": 40.0, "theia_base": 250.0}
 TARGET_SPEEDUP = 1.5
+PARTS = ("encoder", "head", "step")
 
 
 @dataclass
@@ -215,13 +216,42 @@ def bench_bundle(bundle: Path, backends: list[str], iters: int, threads: int | N
     for fns in runners.values():  # warm-up: first runs allocate and plan
         for fn in fns.values():
             time_calls_ms(fn, 2)
-    rounds = max(1, iters // 5)
-    per = -(-iters // rounds)
-    for _ in range(rounds):
-        for b, fns in runners.items():
-            for part in ("encoder", "head", "step"):
-                getattr(timings[b], f"{part}_ms").extend(time_calls_ms(fns[part], per))
+    for (b, part), ms in interleaved(runners, iters).items():
+        getattr(timings[b], f"{part}_ms").extend(ms)
     return list(timings.values())
+
+
+def interleaved(runners: dict[str, dict[str, Callable[[], object]]], iters: int,
+                timer: Callable[[Callable[[], object], int], list[float]] = time_calls_ms
+                ) -> dict[tuple[str, str], list[float]]:
+    """``iters`` timings of every (backend, part), one call each per round, the order
+    rotated every round.
+
+    Every measurement thus samples the same stretches of background load. Blocks of
+    consecutive calls per part (5 at a time before) let a burst of load on a shared machine
+    land on one part only: that printed an eager encoder p50 of 460 ms beside an eager
+    whole-step p50 of 145 ms, although the step contains the encoder.
+    """
+    order = [(b, part) for b, fns in runners.items() for part in PARTS if part in fns]
+    out: dict[tuple[str, str], list[float]] = {key: [] for key in order}
+    for i in range(iters):
+        k = i % len(order)
+        for b, part in order[k:] + order[:k]:
+            out[b, part] += timer(runners[b][part], 1)
+    return out
+
+
+def consistency_lines(rows: list[dict[str, Any]], slack: float = 1.1) -> list[str]:
+    """Warnings for rows whose encoder p50 exceeds the step p50 that contains it (noise)."""
+    lines = []
+    for r in rows:
+        enc, step = r.get("encoder_p50_ms"), r.get("step_p50_ms")
+        if enc is not None and step is not None and enc > slack * step:
+            lines.append(f"warning: {r['model']} {r['backend']}: encoder p50 {enc:.1f} ms > "
+                         f"step p50 {step:.1f} ms, which includes the encoder: the cores were "
+                         "busy (see the load average); rerun with more --iters, or --threads 1 "
+                         "for steadier (if slower) numbers")
+    return lines
 
 
 # --- report ----------------------------------------------------------------------------------

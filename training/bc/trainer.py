@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -62,6 +63,7 @@ TENSORBOARD_DIR = "tensorboard"
 # Changing these between a run and its resume is fine (longer training, other cadence).
 RESUMABLE_CHANGES = {"epochs", "iters", "val_every", "checkpoint_every", "device", "cache_dir",
                      "keep_checkpoints", "tensorboard"}
+PATH_FIELDS = {"dataset", "encoder"}  # the encoder may also be a hub id or a size name
 
 
 @dataclass
@@ -116,6 +118,18 @@ def _action_kind(source: EpisodeSource, cfg: TrainConfig) -> ActionKind:
     return source.action_kind or given  # type: ignore[return-value]
 
 
+def _same_setting(name: str, old: Any, new: Any) -> bool:
+    """Equal settings, paths compared where they point (``runs/door`` == ``/abs/runs/door``).
+
+    ``out`` always matches: the saved config was read from inside it.
+    """
+    if name == "out" or old == new:
+        return True
+    if name in PATH_FIELDS and isinstance(old, str) and isinstance(new, str):
+        return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
+    return False
+
+
 def _lr_lambda(schedule: str, total_steps: int):
     def constant(step: int) -> float:
         return 1.0
@@ -135,12 +149,11 @@ class BCTrainer:
         self.show_progress = show_progress
         self.resume = resume
         self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self._check_resume_config()
-        if source is None:
+        if source is None:  # a missing dataset is reported as such, before any resume check
             from theia_ros.dataset import EpisodeDataset  # torch-free reader (DATA area)
             source = EpisodeDataset(cfg.dataset)
+        if resume:
+            self._check_resume_config()
         self.device = resolve_device(cfg.device)
         cameras = _cameras(source, cfg.cameras)
         train_eps, val_eps = split_episodes(source.num_episodes, cfg.val_fraction, cfg.seed)
@@ -204,7 +217,8 @@ class BCTrainer:
             return
         old = json.loads(saved.read_text())
         new = self.cfg.to_dict()
-        diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+        diff = sorted(k for k in new if k not in RESUMABLE_CHANGES
+                      and not _same_setting(k, old.get(k), new[k]))
         if diff:
             raise TheiaError(f"{saved}: resuming with a different config ({diff}); use a new "
                              "--out or delete train_state.safetensors to start over")
@@ -384,6 +398,16 @@ class BCTrainer:
     # --- main loop --------------------------------------------------------------------------
     def run(self, stop_at_step: int | None = None) -> TrainResult:
         """Train to ``total_steps`` (or ``stop_at_step``), checkpointing along the way."""
+        created = not self.out.exists()
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._run(stop_at_step)
+        except Exception:
+            if created:
+                _remove_if_nothing_saved(self.out)
+            raise
+
+    def _run(self, stop_at_step: int | None) -> TrainResult:
         cfg = self.cfg
         if not (self.resume and self.try_resume()):
             (self.out / METRICS_FILE).unlink(missing_ok=True)
@@ -454,6 +478,17 @@ def action_figure(pred: np.ndarray, true: np.ndarray):
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _remove_if_nothing_saved(out: Path) -> None:
+    """Remove a folder this run created when it holds no state or policy yet (a failed
+    start leaves no empty or config-only output folder behind)."""
+    if (out / STATE_FILE).exists() or any(out.glob("model*.safetensors")):
+        return
+    for name in (CONFIG_FILE, METRICS_FILE):
+        (out / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else was put there meanwhile: leave it
+        out.rmdir()
 
 
 def train_policy(config: TrainConfig, source: EpisodeSource | None = None,

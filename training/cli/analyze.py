@@ -4,7 +4,10 @@ Prints and writes (``--out``, default ``analysis/``): ``metrics.json`` with the 
 spatial-token L2-norm distribution (100 equal-width bins over [0, max] of all norms,
 natural log, i.e. nats; max ln 100 = 4.61), the PCA explained-variance AUC, the cosine
 similarity to the mean representation (definitions in ``training/analysis.py``), and one
-norm map per image, ``norm_maps/<image>_norm.png`` (input | norms clipped to [0, 2*median]).
+norm map per image, ``norm_maps/<image>_norm.png`` (input | norms clipped to [0, 2*median],
+with a colour bar). When every token has the same norm (a final LayerNorm with a uniform
+weight: random-init or barely trained encoders) it says so instead of reporting a
+meaningless entropy of 0 and flat maps.
 
 ``--checkpoint`` accepts what ``theia encode`` accepts (``theia_tiny`` = random init).
 
@@ -34,11 +37,10 @@ def main(args: argparse.Namespace) -> int:
     from policies.preprocess import list_images, load_image
     from theia_ros.atomic import atomic_write
     from training.analysis import (
-        norm_map_image,
+        CONSTANT_NORMS_NOTE,
         representation_measures,
-        side_by_side,
         token_norms,
-        write_png,
+        write_norm_map,
     )
 
     paths = list_images(args.images)
@@ -53,11 +55,14 @@ def main(args: argparse.Namespace) -> int:
     per_image = [{"image": str(p), "norm_mean": float(n.mean()), "norm_median":
                   float(sorted(n)[len(n) // 2]), "norm_max": float(n.max())}
                  for p, n in zip(paths, norms)]
-    for stem, img, n in zip(stems, images, norms):
-        write_png(out / "norm_maps" / f"{stem}_norm.png", side_by_side(img, norm_map_image(n)))
+    for stem, path, img, n in zip(stems, paths, images, norms):
+        write_norm_map(out / "norm_maps" / f"{stem}_norm.png", img, n,
+                       f"{path.name}: {args.checkpoint}")
     report = {"checkpoint": args.checkpoint, "random_init": random_init,
               "encoder": encoder.config.to_dict(), "images": str(args.images),
               "measures": measures, "per_image": per_image}
+    if measures["norms_constant"]:
+        report["note"] = CONSTANT_NORMS_NOTE
     atomic_write(out / "metrics.json",
                  lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
 
@@ -66,5 +71,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"{key:<34}{value:.4f}" if isinstance(value, float) else f"{key:<34}{value}")
     if random_init:
         print("(random-init encoder: these numbers describe untrained weights)")
+    if measures["norms_constant"]:
+        print(f"NOTE: {CONSTANT_NORMS_NOTE}")
     print(f"wrote {out / 'metrics.json'} and {len(paths)} norm map(s) in {out / 'norm_maps'}/")
     return 0

@@ -7,6 +7,10 @@ Examples::
     theia dataset info demos/door
     theia dataset view demos/door --episode 3 --out ep3.mp4 --camera front
 
+``info`` and ``view`` also take a Hugging Face dataset id (``theia dataset info lerobot/pusht``):
+when no such local folder exists it is downloaded with ``huggingface_hub`` (``info`` fetches
+only ``meta/``), or taken from the local Hugging Face cache when offline.
+
 ``import-bag`` takes one or more rosbag2 directories (MCAP or sqlite3); the map file names
 topics, cameras, joints, fps, skew bound, action mapping and episode split (see
 ``training/bags/bag_config.py``). Later bags append to the dataset the first one made.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +40,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="append to an existing dataset instead of requiring a new one")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     info = sub.add_parser("info", help="episodes, frames, fps, success rate, stats")
-    info.add_argument("dataset", type=Path)
+    info.add_argument("dataset", help="dataset directory or Hugging Face dataset id")
     info.add_argument("--json", action="store_true", help="machine-readable summary")
     view = sub.add_parser("view", help="render an episode with its actions to MP4")
-    view.add_argument("dataset", type=Path)
+    view.add_argument("dataset", help="dataset directory or Hugging Face dataset id")
     view.add_argument("--episode", type=int, required=True)
     view.add_argument("--out", type=Path, required=True, help="output .mp4")
     view.add_argument("--camera", default=None, help="camera name (default: the first)")
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def resolve_dataset(arg: str, meta_only: bool = False) -> Path:
+    """A local dataset folder, or a Hugging Face dataset id fetched into the hub cache.
+
+    Offline (one connection check, :func:`training.hub.hub_online`), a dataset already in
+    the local cache is used; otherwise the error says what is missing and why.
+    """
+    path = Path(arg)
+    if path.exists() or not HUB_ID.fullmatch(arg):
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    from training.hub import hub_online
+
+    patterns = ["meta/**"] if meta_only else None
+    online = hub_online()
+    try:
+        return Path(snapshot_download(arg, repo_type="dataset", allow_patterns=patterns,
+                                      local_files_only=not online))
+    except LocalEntryNotFoundError:
+        raise TheiaError(f"{arg}: no such folder, and as a Hugging Face dataset id it cannot be "
+                         "fetched: the hub is unreachable (offline) and the dataset is not in "
+                         "the local cache") from None
+    except RepositoryNotFoundError:
+        raise TheiaError(f"{arg}: no such folder, nor a dataset on the Hugging Face Hub") \
+            from None
 
 
 def summarize(ds: EpisodeDataset) -> dict[str, Any]:
@@ -113,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"{bag}: {report.summary()}")
         return 0
     if args.action == "info":
-        summary = summarize(EpisodeDataset(args.dataset))
+        summary = summarize(EpisodeDataset(resolve_dataset(args.dataset, meta_only=True)))
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
     if args.action == "view":
@@ -121,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
 
         if args.out.suffix.lower() != ".mp4":
             raise TheiaError(f"--out {args.out}: expected a .mp4 file name")
-        n = render_episode(args.dataset, args.episode, args.out, args.camera)
+        n = render_episode(resolve_dataset(args.dataset), args.episode, args.out, args.camera)
         print(f"wrote {args.out} ({n} frames)")
         return 0
     raise TheiaError(f"unknown action {args.action!r}")

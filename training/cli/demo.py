@@ -12,8 +12,8 @@ same settings and ``--out``.
 
 Example::
 
-    theia demo                                   # default: ~15 min on a 2-core CPU
-    theia demo --quick                           # smoke test, < 3 min
+    theia demo                    # default: about 6-8 min on 2 free CPU cores
+    theia demo --quick            # smoke test: about 1 min (both longer on busy cores)
     theia demo --out outputs/demo-frozen --eval-episodes 50
     theia demo --encoder path/to/theia_checkpoint --finetune --iters 300
 """
@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="door: WidowX door (CNN-MLP); spot_drawer: simulated Spot through "
                              "bosdyn-client, diffusion policy (Table 10)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 8 demos, 8 epochs, 3 held-out episodes (< 3 min)")
+                        help="smoke test: 8 demos, 8 epochs, 3 held-out episodes (about 1 min on "
+                             "2 free cores)")
     parser.add_argument("--demos", type=int, default=None, help="scripted demonstrations (40)")
     parser.add_argument("--encoder", default=None,
                         help="theia_tiny|theia_small|theia_base (random init) or a checkpoint "
@@ -64,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ensemble", action="store_true",
                         help="execute chunks as planned (no temporal ensembling)")
     parser.add_argument("--fast", action="store_true",
-                        help="evaluate without real-time pacing (no latency numbers)")
+                        help="evaluate without real-time pacing (no latency numbers); writes "
+                             "report-fast.json/.png and rollout-fast.mp4, leaving the "
+                             "real-time report as it was")
     parser.add_argument("--backend", default=None,
                         help="runtime backend for the evaluation (onnxruntime)")
     parser.add_argument("--video-episodes", type=int, default=None,

@@ -120,8 +120,14 @@ def _teachers(args: argparse.Namespace, rank: int):  # -> list[Teacher]
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if want_cuda else "cpu"
     if want_cuda:
         torch.cuda.set_device(device)
-    return build_teachers(args.teachers, pretrained=not args.tiny_teachers,
-                          tiny=args.tiny_teachers, device=device, inputs=args.teacher_inputs)
+    try:
+        return build_teachers(args.teachers, pretrained=not args.tiny_teachers,
+                              tiny=args.tiny_teachers, device=device, inputs=args.teacher_inputs)
+    except TheiaError as exc:
+        if args.tiny_teachers:
+            raise
+        raise TheiaError(f"{exc}; for a run without downloads pass --tiny-teachers (small "
+                         "random-weight teachers: tests, CPU demos)") from exc
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
@@ -194,7 +200,15 @@ def _run_train(args: argparse.Namespace) -> int:
     from training.distill.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    final = train(cfg)
+    try:
+        final = train(cfg)
+    except TheiaError as exc:
+        if cfg.model.tiny_teachers or "cannot load teacher" not in str(exc):
+            raise
+        raise TheiaError(f"{exc}; for a run without downloads set model.tiny_teachers=true "
+                         "(small random-weight teachers)") from exc
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0  # one report per run, from the main process
     if final is not None:
         print(f"encoder checkpoint: {final}  (theia encode --checkpoint {final} ...)")
     else:

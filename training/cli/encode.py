@@ -43,8 +43,9 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(parser)
-    parser.add_argument("--image", nargs="+", required=True, metavar="FILE",
-                        help="image files (PNG, JPEG, ...; grey/RGBA converted to RGB)")
+    parser.add_argument("--image", nargs="+", required=True, metavar="FILE_OR_DIR",
+                        help="image files (PNG, JPEG, ...; grey/RGBA converted to RGB) or "
+                             "folders of them (their images in sorted order)")
     parser.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz file")
     parser.add_argument("--pca-png", metavar="DIR",
                         help="also write <image>_pca.png (input | 3-component PCA) per image")
@@ -152,6 +153,17 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
 
 
+def image_paths(args: Sequence[str]) -> list[Path]:
+    """``--image`` arguments -> files; a folder stands for the images directly in it."""
+    from policies.preprocess import list_images
+
+    paths: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        paths += list_images(path) if path.is_dir() else [path]
+    return paths
+
+
 def main(args: argparse.Namespace) -> int:
     from policies.preprocess import load_image
     from theia_ros.atomic import atomic_write
@@ -162,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
         raise TheiaError(f"--out {out}: expected a .npz file name")
     if args.stats and not args.decode:
         raise TheiaError("--stats is for --decode (teacher-space translator outputs)")
-    paths = [Path(p) for p in args.image]
+    paths = image_paths(args.image)
     images = [load_image(p) for p in paths]  # all inputs checked before any output
     model = open_translators(args.checkpoint, args.stats) if args.decode else None
     encoder, random_init = (model.encoder, False) if model else open_encoder(args.checkpoint,

@@ -8,9 +8,9 @@ also checked statically against TensorRT's ONNX-parser table (``training.export.
 
 Example::
 
-    theia export --policy runs/door/policy --out bundles/door --dataset data/door --fused
-    theia export --policy runs/spot/policy --out bundles/spot --image-size 480x640
-    theia export --policy runs/door/policy --out bundles/door_jp60 --opset 17 --trt 8.6
+    theia export --policy runs/door --out bundles/door --dataset data/door --fused
+    theia export --policy runs/spot --out bundles/spot --image-size 480x640
+    theia export --policy runs/door --out bundles/door_jp60 --opset 17 --trt 8.6
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ saved ``train_config.json`` fed back with ``--config`` reproduces the run. Besid
 
 Example::
 
-    theia train-policy --dataset data/door --policy cnn_mlp \
+    theia train-policy --dataset data/door --policy cnn_mlp \\
         --encoder theaiinstitute/theia-tiny-patch16-224-cddsv --horizon 10 --out runs/door
-    theia train-policy --dataset data/drawer --policy diffusion --encoder ckpt/theia_small \
+    theia train-policy --dataset data/drawer --policy diffusion --encoder ckpt/theia_small \\
         --finetune --iters 3000 --out runs/drawer
     theia train-policy --dataset data/door --camera front --camera wrist n_obs_steps=2 \
         lr=3e-4 head.hidden_dim=512 --out runs/door2

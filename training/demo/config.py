@@ -103,7 +103,7 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
-        """Smoke-test preset: < 3 minutes end to end (the policy will mostly fail)."""
+        """Smoke-test preset: about a minute end to end (the policy will mostly fail)."""
         base = {"demos": 8, "epochs": 8, "eval_episodes": 3, "max_steps": 40,
                 "video_episodes": 1}
         return cls(**{**base, **overrides})

@@ -10,6 +10,10 @@ Layout of the output directory::
     <out>/report.png      success per stage (Wilson bars) and control-step times
     <out>/config.json     the effective demo configuration
     <out>/stages.json     finished stages (skipped on a re-run with the same settings)
+
+A ``--fast`` evaluation (no real-time pacing, no latency figures) writes ``report-fast.json``,
+``report-fast.png``, ``rollout-fast.mp4`` and ``config-fast.json`` instead, so re-evaluating
+never overwrites the real-time run's report and its latency numbers.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ def _preload_torch_stack() -> None:
     import torch._dynamo  # noqa: F401
 
 
+def eval_outputs(out: Path, fast: bool) -> dict[str, Path]:
+    """Files one evaluation writes; a ``--fast`` one gets its own names (see module doc)."""
+    tag = "-fast" if fast else ""
+    return {"config": out / f"config{tag}.json", "report": out / f"report{tag}.json",
+            "plot": out / f"report{tag}.png", "video": out / f"rollout{tag}.mp4"}
+
+
 def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] = print,
              show_progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns the report (also written as JSON)."""
@@ -46,7 +57,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     torch.set_num_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config.to_dict())
+    files = eval_outputs(out, config.fast)
+    atomic_write_json(files["config"], config.to_dict())
     book = StageBook.load(out)
     keys = stage_keys(config)
     paths = {"dataset": out / "dataset", "policy": out / "policy", "bundle": out / "bundle"}
@@ -110,7 +122,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     log(f"[evaluate] {config.eval_episodes} held-out episodes "
         f"({'fast' if config.fast else 'real-time'} {5:g} Hz loop, {config.backend}) ...")
     t0 = time.perf_counter()
-    evaluation, tick_ms = evaluate(config, paths["bundle"], out / "rollout.mp4", log)
+    evaluation, tick_ms = evaluate(config, paths["bundle"], files["video"], log)
     stages["evaluate"] = {"wall_s": time.perf_counter() - t0, "skipped": False}
 
     import json
@@ -129,12 +141,12 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
         "total_wall_s": time.perf_counter() - t_start,
         "paths": {"dataset": str(paths["dataset"]), "policy": str(paths["policy"]),
                   "bundle": str(paths["bundle"]),
-                  "video": str(out / "rollout.mp4") if (out / "rollout.mp4").exists() else None,
-                  "report": str(out / "report.json"), "plot": None},
+                  "video": str(files["video"]) if files["video"].exists() else None,
+                  "report": str(files["report"]), "plot": None},
     }
-    plot = write_plot(out / "report.png", report, tick_ms)
+    plot = write_plot(files["plot"], report, tick_ms)
     report["paths"]["plot"] = str(plot) if plot else None
-    atomic_write_json(out / "report.json", report)
+    atomic_write_json(files["report"], report)
     log(format_report(report))
     return report
 

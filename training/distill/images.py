@@ -233,8 +233,8 @@ def prepare_images(src: str | Path, out: str | Path, shard_size: int = 1024, siz
         todo = todo[:stop_after_shards]
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
-        bar = tqdm(total=len(todo) * shard_size, unit="img", desc="prepare",
-                   disable=not progress)
+        sizes = [min(len(files), (i + 1) * shard_size) - i * shard_size for i in todo]
+        bar = tqdm(total=sum(sizes), unit="img", desc="prepare", disable=not progress)
         for shard in todo:
             lo, hi = shard * shard_size, min(len(files), (shard + 1) * shard_size)
             _write_shard(src, out, shard, files[lo:hi], labels[lo:hi], size, resize, pool,

@@ -52,6 +52,7 @@ from torch import nn
 from policies.teacher_specs import TEACHER_SETS, TEACHERS, TeacherSpec, resolve_teachers
 from theia_ros.errors import TheiaError
 from theia_ros.runtime.torch_resize import resize_uint8
+from training.hub import hub_online
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -382,6 +383,26 @@ def build_teacher(hub_id: str, pretrained: bool = True,
     return Teacher(source, model, shape, inputs)
 
 
+def _weights_repo(source: TeacherSource) -> str:
+    """The hub repository a pretrained teacher's weights come from."""
+    if source.family == "timm_vit":
+        import timm.models
+
+        return timm.models.get_pretrained_cfg(source.name).hf_hub_id or source.name
+    return source.name
+
+
+def _in_local_cache(repo_id: str) -> bool:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot_download(repo_id, local_files_only=True)
+    except LocalEntryNotFoundError:
+        return False
+    return True
+
+
 def build_teachers(names: str | Sequence[str], pretrained: bool = True, tiny: bool = False,
                    device: str | torch.device = "cpu", inputs: str = DEFAULT_TEACHER_INPUTS
                    ) -> list[Teacher]:
@@ -391,8 +412,15 @@ def build_teachers(names: str | Sequence[str], pretrained: bool = True, tiny: bo
     """
     if tiny and pretrained:
         raise TheiaError("tiny teachers are random-weight: use pretrained=False with tiny=True")
+    specs = resolve_teacher_set(names)
+    if not tiny and pretrained and not hub_online():  # one check, not a minute of retries
+        missing = [f"{s.hub_id} ({repo})" for s in specs
+                   if not _in_local_cache(repo := _weights_repo(SOURCES[s.hub_id]))]
+        if missing:
+            raise TheiaError(f"cannot load teachers {', '.join(missing)}: the Hugging Face Hub "
+                             "is unreachable and their weights are not in the local cache")
     out = []
-    for spec in resolve_teacher_set(names):
+    for spec in specs:
         if tiny:
             # Fixed weights (seeded per teacher, global RNG untouched): stats, extraction
             # and training runs in separate processes must see the same random teachers.

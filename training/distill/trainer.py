@@ -464,7 +464,8 @@ class DistillTrainer:
         return step
 
     def run(self) -> Path | None:
-        """Train to the end (``<out>/final``) or to ``train.max_steps`` (None)."""
+        """Train to the end (``<out>/final``, on every rank once the main one has written
+        it) or to ``train.max_steps`` (None)."""
         t, cfg, plan = self.t, self.cfg, self.plan
         start_pos = dict(self.position)
         bar = tqdm(total=self.total_steps, initial=start_pos["global_step"], unit="step",
@@ -506,12 +507,12 @@ class DistillTrainer:
         if self.writer is not None:
             self.writer.close()
         _barrier(self.env)
-        return result
+        return None if stopped else (result or self.out / "final")
 
 
 def train(cfg: DistillConfig) -> Path | None:
-    """Run (or resume) distillation; returns ``<out>/final`` when finished, None if stopped
-    early by ``train.max_steps``."""
+    """Run (or resume) distillation; returns ``<out>/final`` when finished (on every rank,
+    once the main one has written it), None if stopped early by ``train.max_steps``."""
     return DistillTrainer(cfg).run()
 
 

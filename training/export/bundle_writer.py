@@ -9,7 +9,7 @@ an interrupted or failed export never leaves a half bundle at ``out``.
 
 Example::
 
-    export_bundle("runs/door/policy", "bundles/door", ExportOptions(image_hw=(480, 640)))
+    export_bundle("runs/door", "bundles/door", ExportOptions(image_hw=(480, 640)))
 """
 
 from __future__ import annotations
