@@ -34,7 +34,13 @@ from theia_ros.control.observation import JOINTS_KEY
 from theia_ros.control.rotations import matrix_to_rpy, rpy_to_matrix
 from theia_ros.errors import TheiaError
 from theia_ros.robots.spot.adapter import SpotAdapter, SpotConfig
-from theia_ros.robots.spot.io import decode_image, load_credentials, quat_to_rpy, rpy_to_quat
+from theia_ros.robots.spot.io import (
+    decode_image,
+    load_credentials,
+    quat_to_rpy,
+    rpy_to_quat,
+    upright,
+)
 
 START_UP = ["auth", "time_sync", "estop_status", "lease_acquire", "power_on", "powered_on",
             "stand", "ready"]
@@ -117,7 +123,9 @@ def test_observation_images_rgb_and_stamps_in_local_time(standin, robot_env, ima
         obs = spot.observe()
         after = time.monotonic()
     front, grey = obs.images["front"], obs.images["grey"]
-    assert front.shape == (240, 320, 3) and front.dtype == np.uint8 and grey.shape == front.shape
+    assert front.shape == (240, 320, 3) and front.dtype == np.uint8
+    # the front-left fisheye is mounted turned: the adapter stands it upright (a larger canvas)
+    assert grey.shape == upright(np.zeros_like(front), "frontleft_fisheye_image").shape
     # the stand-in draws a pure red square that moves with the hand (at the ready pose here)
     expected = standin.state.render("hand_color_image", hand_xyz=tuple(obs.ee_pose[:3]))
     assert np.abs(front.astype(int) - expected).mean() < 6.0

@@ -60,6 +60,7 @@ from theia_ros.robots.joint_state import gripper_fraction, implausible_joints
 from theia_ros.types import Action, ActionKind, Observation, RobotAdapter
 
 log = logging.getLogger(__name__)
+PROFILE_TIMEOUT_S = 2.0  # bound on each Profile_* register call
 
 @dataclass(frozen=True)
 class WidowXConfig:
@@ -177,10 +178,12 @@ class InterbotixLink:
         self.get_reg = self.node.create_client(RegisterValues, f"{self.ns}/get_motor_registers")
         self.set_reg = self.node.create_client(RegisterValues, f"{self.ns}/set_motor_registers")
         try:
-            if not self.get_reg.wait_for_service(timeout_sec=config.connect_timeout_s):
-                raise TheiaError(f"widowx: no xs_sdk services under {self.ns} after "
-                                 f"{config.connect_timeout_s:.0f} s; is xsarm_control running "
-                                 "with this robot_name?")
+            # a request sent before its server is discovered is lost: wait for both
+            for client in (self.get_reg, self.set_reg):
+                if not client.wait_for_service(timeout_sec=config.connect_timeout_s):
+                    raise TheiaError(f"widowx: no xs_sdk services under {self.ns} after "
+                                     f"{config.connect_timeout_s:.0f} s; is xsarm_control "
+                                     "running with this robot_name?")
             # moving_time 2 s as upstream's default, so that our own profile write below is
             # what sets the step time (upstream writes only on a change of value)
             self.bot = InterbotixManipulatorXS(
@@ -197,6 +200,20 @@ class InterbotixLink:
         self._thread = threading.Thread(target=self._spin, name="widowx-interbotix",
                                         daemon=True)
         self._thread.start()
+        self._wait_for_driver(config.connect_timeout_s)
+
+    def _wait_for_driver(self, timeout_s: float) -> None:
+        """Until xs_sdk subscribes to our command topics: commands published before DDS has
+        matched the two ends are dropped, and the arm would miss its first steps."""
+        core = self.bot.core
+        pubs = [core.pub_group, core.pub_single]
+        deadline = time.monotonic() + timeout_s
+        while any(p.get_subscription_count() == 0 for p in pubs):
+            if time.monotonic() > deadline:
+                self.close()
+                raise TheiaError(f"widowx: xs_sdk under {self.ns} does not subscribe to our "
+                                 f"joint commands after {timeout_s:.0f} s")
+            time.sleep(0.02)
 
     def _spin(self) -> None:
         with contextlib.suppress(Exception):  # context shut down under us: nothing to spin
@@ -342,10 +359,12 @@ class WidowXAdapter(RobotAdapter):
         if want == self._profile:
             return
         cfg, link = self.config, self.link
-        link.write_registers(cfg.group_name, "Profile_Velocity", want[0], cfg.register_timeout_s)
-        link.write_registers(cfg.group_name, "Profile_Acceleration", want[1],
-                             cfg.register_timeout_s)
-        got = link.read_registers(cfg.group_name, "Profile_Velocity", cfg.register_timeout_s)
+        # profiles change at connect, around a park and once after it, never every tick: a
+        # busy driver gets longer here than a periodic fault-check read, rather than a fault
+        timeout_s = max(cfg.register_timeout_s, PROFILE_TIMEOUT_S)
+        link.write_registers(cfg.group_name, "Profile_Velocity", want[0], timeout_s)
+        link.write_registers(cfg.group_name, "Profile_Acceleration", want[1], timeout_s)
+        got = link.read_registers(cfg.group_name, "Profile_Velocity", timeout_s)
         if not got or any(v != want[0] for v in got):
             raise TheiaError(f"widowx: the servos' Profile_Velocity reads {got} after writing "
                              f"{want[0]} ms; the arm would not follow the step time")
