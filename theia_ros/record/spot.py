@@ -21,7 +21,9 @@ Example (``theia record`` dispatches ``--robot spot`` here)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +178,11 @@ def record_spot(config, out: str | Path, episodes: int, *,
         raise TheiaError(f"spot config field 'rate_hz': the dataset fps must be a whole number "
                          f"of Hz, got {config.rate_hz}")
     script = script or DrawerScript()
+    # a streamed target is reached one trajectory time after it is sent: hold the pull's end
+    # at least that long (and a tick more) before the script judges where the hand got to
+    settle = math.ceil(config.trajectory_time() / config.period_s) + 1
+    if script.settle_ticks < settle:
+        script = dataclasses.replace(script, settle_ticks=settle)
     limits = limits or config.safety_limits()
     cameras = tuple(config.cameras)
     freshness = freshness or Freshness(cameras=cameras)

@@ -18,6 +18,7 @@ never overwrites the real-time run's report and its latency numbers.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -59,96 +60,117 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     out.mkdir(parents=True, exist_ok=True)
     files = eval_outputs(out, config.fast)
     atomic_write_json(files["config"], config.to_dict())
-    book = StageBook.load(out)
-    keys = stage_keys(config)
     paths = {"dataset": out / "dataset", "policy": out / "policy", "bundle": out / "bundle"}
-    stages: dict[str, dict[str, Any]] = {}
     t_start = time.perf_counter()
-
-    def stage(name: str, output: Path, work: Callable[[], None]) -> None:
-        if book.is_done(name, keys[name], output):
-            rec = book.records[name]
-            log(f"[{name}] already done with these settings ({rec.wall_s:.0f} s on "
-                f"{rec.finished}): skipped")
-            stages[name] = {"wall_s": 0.0, "skipped": True, "original_wall_s": rec.wall_s}
-            return
-        book.check_fresh(name, keys[name], output)
-        log(f"[{name}] ...")
-        t0 = time.perf_counter()
-        work()
-        wall = time.perf_counter() - t0
-        book.finish(name, keys[name], wall)
-        stages[name] = {"wall_s": wall, "skipped": False}
-        log(f"[{name}] done in {wall:.0f} s")
-
-    def record() -> None:
-        from training.demo.record import record_demos
-
-        res = record_demos(paths["dataset"], config.demos, first_seed=config.demo_seed,
-                           noise=config.noise, cameras=config.cameras,
-                           show_progress=show_progress, log=log)
-        log(f"  {res.episodes} demos, {res.frames} frames ({res.attempts} expert attempts)")
-
-    def train() -> None:
-        from training.bc.config import TrainConfig
-        from training.bc.trainer import train_policy
-
-        if config.encoder.startswith(("theia_tiny", "theia_small", "theia_base")) and \
-                not Path(config.encoder).exists():
-            log(f"  encoder {config.encoder}: RANDOMLY INITIALISED (no pretrained weights "
-                "here; pass --encoder <checkpoint> for a real Theia model)")
-        cfg = TrainConfig(dataset=str(paths["dataset"]), out=str(paths["policy"]),
-                          policy="cnn_mlp", encoder=config.encoder, finetune=config.finetune,
-                          horizon=config.horizon, epochs=config.epochs, iters=config.iters,
-                          batch_size=config.batch_size, lr=config.lr,
-                          cache_dir=str(out / "cache" / "features"), seed=config.train_seed,
-                          checkpoint_every=100, cameras=config.cameras,
-                          n_obs_steps=config.n_obs_steps)
-        res = train_policy(cfg, show_progress=show_progress)
-        val = f", val loss {res.val_loss:.4f}" if res.val_loss is not None else ""
-        log(f"  {res.step} steps, train loss {res.train_loss:.4f}{val}")
-
-    def export() -> None:
-        from training.export import ExportOptions, export_bundle
-
-        export_bundle(paths["policy"], paths["bundle"],
-                      ExportOptions(dataset=str(paths["dataset"]), overwrite=True),
-                      log=lambda s: log(f"  {s}"))
-
-    stage("dataset", paths["dataset"], record)
-    stage("policy", paths["policy"] / "policy.json", train)
-    stage("bundle", paths["bundle"] / "bundle.yaml", export)
+    stages = _Stages(StageBook.load(out), stage_keys(config), log)
+    stages.run("dataset", paths["dataset"],
+               lambda: _record(config, paths, log, show_progress))
+    stages.run("policy", paths["policy"] / "policy.json",
+               lambda: _train(config, paths, out / "cache" / "features", log, show_progress))
+    stages.run("bundle", paths["bundle"] / "bundle.yaml", lambda: _export(paths, log))
 
     log(f"[evaluate] {config.eval_episodes} held-out episodes "
         f"({'fast' if config.fast else 'real-time'} {5:g} Hz loop, {config.backend}) ...")
     t0 = time.perf_counter()
     evaluation, tick_ms = evaluate(config, paths["bundle"], files["video"], log)
-    stages["evaluate"] = {"wall_s": time.perf_counter() - t0, "skipped": False}
-
-    import json
-
-    seeds_file = paths["dataset"] / "demo_seeds.json"
-    demo_seeds = json.loads(seeds_file.read_text())["seeds"] if seeds_file.exists() else []
-    report: dict[str, Any] = {
-        "title": "record -> train -> export -> run at 5 Hz (MuJoCo WidowX 250s, door)",
-        "encoder": (f"{config.encoder} ({'fine-tuned' if config.finetune else 'frozen'}"
-                    + (", random init" if not Path(config.encoder).exists()
-                       and config.encoder.startswith("theia_") else "") + ")"),
-        "config": config.to_dict(),
-        "demo_seeds": (f"{min(demo_seeds)}..{max(demo_seeds)}" if demo_seeds else "n/a"),
-        "evaluation": evaluation,
-        "stages": stages,
-        "total_wall_s": time.perf_counter() - t_start,
-        "paths": {"dataset": str(paths["dataset"]), "policy": str(paths["policy"]),
-                  "bundle": str(paths["bundle"]),
-                  "video": str(files["video"]) if files["video"].exists() else None,
-                  "report": str(files["report"]), "plot": None},
-    }
+    stages.walls["evaluate"] = {"wall_s": time.perf_counter() - t0, "skipped": False}
+    report = _report(config, paths, files, evaluation, stages.walls,
+                     time.perf_counter() - t_start)
     plot = write_plot(files["plot"], report, tick_ms)
     report["paths"]["plot"] = str(plot) if plot else None
     atomic_write_json(files["report"], report)
     log(format_report(report))
     return report
+
+
+class _Stages:
+    """Runs each stage unless the stage book says it is done with the same settings."""
+
+    def __init__(self, book: StageBook, keys: dict[str, Any], log: Callable[[str], None]):
+        self.book, self.keys, self.log = book, keys, log
+        self.walls: dict[str, dict[str, Any]] = {}
+
+    def run(self, name: str, output: Path, work: Callable[[], None]) -> None:
+        book, key, log = self.book, self.keys[name], self.log
+        if book.is_done(name, key, output):
+            rec = book.records[name]
+            log(f"[{name}] already done with these settings ({rec.wall_s:.0f} s on "
+                f"{rec.finished}): skipped")
+            self.walls[name] = {"wall_s": 0.0, "skipped": True, "original_wall_s": rec.wall_s}
+            return
+        book.check_fresh(name, key, output)
+        log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        work()
+        wall = time.perf_counter() - t0
+        book.finish(name, key, wall)
+        self.walls[name] = {"wall_s": wall, "skipped": False}
+        log(f"[{name}] done in {wall:.0f} s")
+
+
+def _record(config: DemoConfig, paths: dict[str, Path], log: Callable[[str], None],
+            show_progress: bool) -> None:
+    from training.demo.record import record_demos
+
+    res = record_demos(paths["dataset"], config.demos, first_seed=config.demo_seed,
+                       noise=config.noise, cameras=config.cameras,
+                       show_progress=show_progress, log=log)
+    log(f"  {res.episodes} demos, {res.frames} frames ({res.attempts} expert attempts)")
+
+
+def _train(config: DemoConfig, paths: dict[str, Path], cache: Path,
+           log: Callable[[str], None], show_progress: bool) -> None:
+    from training.bc.config import TrainConfig
+    from training.bc.trainer import train_policy
+
+    if _random_encoder(config):
+        log(f"  encoder {config.encoder}: RANDOMLY INITIALISED (no pretrained weights "
+            "here; pass --encoder <checkpoint> for a real Theia model)")
+    cfg = TrainConfig(dataset=str(paths["dataset"]), out=str(paths["policy"]),
+                      policy="cnn_mlp", encoder=config.encoder, finetune=config.finetune,
+                      horizon=config.horizon, epochs=config.epochs, iters=config.iters,
+                      batch_size=config.batch_size, lr=config.lr, cache_dir=str(cache),
+                      seed=config.train_seed, checkpoint_every=100, cameras=config.cameras,
+                      n_obs_steps=config.n_obs_steps)
+    res = train_policy(cfg, show_progress=show_progress)
+    val = f", val loss {res.val_loss:.4f}" if res.val_loss is not None else ""
+    log(f"  {res.step} steps, train loss {res.train_loss:.4f}{val}")
+
+
+def _export(paths: dict[str, Path], log: Callable[[str], None]) -> None:
+    from training.export import ExportOptions, export_bundle
+
+    export_bundle(paths["policy"], paths["bundle"],
+                  ExportOptions(dataset=str(paths["dataset"]), overwrite=True),
+                  log=lambda s: log(f"  {s}"))
+
+
+def _random_encoder(config: DemoConfig) -> bool:
+    """A named Theia size with no checkpoint file: random weights (none download here)."""
+    return config.encoder.startswith(("theia_tiny", "theia_small", "theia_base")) \
+        and not Path(config.encoder).exists()
+
+
+def _report(config: DemoConfig, paths: dict[str, Path], files: dict[str, Path],
+            evaluation: dict[str, Any], stages: dict[str, dict[str, Any]],
+            total_wall_s: float) -> dict[str, Any]:
+    seeds_file = paths["dataset"] / "demo_seeds.json"
+    demo_seeds = json.loads(seeds_file.read_text())["seeds"] if seeds_file.exists() else []
+    random_init = not Path(config.encoder).exists() and config.encoder.startswith("theia_")
+    return {
+        "title": "record -> train -> export -> run at 5 Hz (MuJoCo WidowX 250s, door)",
+        "encoder": (f"{config.encoder} ({'fine-tuned' if config.finetune else 'frozen'}"
+                    + (", random init" if random_init else "") + ")"),
+        "config": config.to_dict(),
+        "demo_seeds": (f"{min(demo_seeds)}..{max(demo_seeds)}" if demo_seeds else "n/a"),
+        "evaluation": evaluation,
+        "stages": stages,
+        "total_wall_s": total_wall_s,
+        "paths": {"dataset": str(paths["dataset"]), "policy": str(paths["policy"]),
+                  "bundle": str(paths["bundle"]),
+                  "video": str(files["video"]) if files["video"].exists() else None,
+                  "report": str(files["report"]), "plot": None},
+    }
 
 
 def evaluate(config: DemoConfig, bundle: Path, video: Path | None,
