@@ -42,8 +42,10 @@ demo: setup
 demo-quick: setup
 	$(VENV)/bin/theia demo --quick
 
+# A failed test is retried twice: a few tests run real-time loops (5 Hz ticks, DDS, gRPC)
+# whose deadlines a busy 2-core machine can miss; one that fails three times fails the run.
 test: test-setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --reruns 2 --reruns-delay 1
 
 test-slow: test-setup
 	$(VENV)/bin/pytest -m slow
