@@ -108,6 +108,19 @@ class RunResult:
         return out
 
 
+def tally_tick(report: TickReport, counts: dict[str, Any], tick_s: list[float],
+               latency_s: list[float]) -> None:
+    """Count an acted or held tick; an acted one adds its duration and, when the image's
+    stamp is known, the image-to-command latency."""
+    if report.status == "acted":
+        counts["steps"] += 1
+        tick_s.append(report.duration_s)
+        if report.obs_stamp_s is not None:
+            latency_s.append(report.start_s + report.duration_s - report.obs_stamp_s)
+    elif report.status == "held":
+        counts["holds"] += 1
+
+
 def percentiles_ms(samples_s: Sequence[float], qs: Sequence[int] = (50, 90, 99)
                    ) -> dict[str, float | None]:
     """``{"p50": ms, "p90": ms, "p99": ms}`` of samples in seconds (None when empty)."""
@@ -204,14 +217,7 @@ def _run_one(sim, robot: _Tap, policy, seed: int, settings: RunSettings, clock,
         state["final"] = stage
         state["best"] = max(state["best"], stage)
         state["angle_rad"] = sim.env.door_angle_rad()
-        if report.status == "acted":
-            state["steps"] += 1
-            result.tick_s.append(report.duration_s)
-            if report.obs_stamp_s is not None:
-                result.command_latency_s.append(report.start_s + report.duration_s
-                                                - report.obs_stamp_s)
-        elif report.status == "held":
-            state["holds"] += 1
+        tally_tick(report, state, result.tick_s, result.command_latency_s)
         if writer is not None and robot.last_obs is not None:
             angle = math.degrees(state["angle_rad"])
             writer.write(annotate(robot.last_obs.images[sim.camera], [

@@ -27,7 +27,7 @@ from theia_ros.control import (
     TickReport,
 )
 from theia_ros.control.schedule import Deadlines
-from theia_ros.evaluate.rollout import _timed, percentiles_ms
+from theia_ros.evaluate.rollout import _timed, percentiles_ms, tally_tick
 from theia_ros.types import Observation
 
 SUCCESS_OPEN_M = 0.10  # the paper's criterion (theia_ros.sim.spot.drawer has the same figure)
@@ -110,14 +110,7 @@ def _episode(spot, sim, policy, seed: int, max_steps: int, limits, loop_cfg: Loo
     def on_tick(report: TickReport) -> None:
         opening = sim.opening_m
         state["max"] = max(state["max"], opening)
-        if report.status == "acted":
-            state["steps"] += 1
-            run.tick_s.append(report.duration_s)
-            if report.obs_stamp_s is not None:
-                run.command_latency_s.append(report.start_s + report.duration_s
-                                             - report.obs_stamp_s)
-        elif report.status == "held":
-            state["holds"] += 1
+        tally_tick(report, state, run.tick_s, run.command_latency_s)
         if writer is not None and spot._last_obs is not None:
             import cv2
 

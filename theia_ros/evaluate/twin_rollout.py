@@ -32,7 +32,7 @@ from theia_ros.control import (
     SafetyLimits,
     TickReport,
 )
-from theia_ros.evaluate.rollout import EpisodeResult, RunResult, RunSettings, _timed
+from theia_ros.evaluate.rollout import EpisodeResult, RunResult, RunSettings, _timed, tally_tick
 from theia_ros.sim.success import DoorStage
 from theia_ros.types import Observation
 
@@ -126,14 +126,7 @@ def _run_one(twin: Any, cache: ImageCache, frames: dict[str, float], policy: Any
         stage, angle = _stage(twin)
         state["final"], state["angle_rad"] = stage, angle
         state["best"] = max(state["best"], stage)
-        if report.status == "acted":
-            state["steps"] += 1
-            result.tick_s.append(report.duration_s)
-            if report.obs_stamp_s is not None:
-                result.command_latency_s.append(report.start_s + report.duration_s
-                                                - report.obs_stamp_s)
-        elif report.status == "held":
-            state["holds"] += 1
+        tally_tick(report, state, result.tick_s, result.command_latency_s)
         if settings.stop_on_success and stage >= DoorStage.FULLY_OPEN and loop is not None:
             loop.stop()
 
