@@ -17,6 +17,10 @@ not from the robot's controller:
 - named positions move in joint space; STOW is refused while the claw holds an item
   (STATUS_STALLED_HOLDING_ITEM, the arm holds still) and proceeds once it is released;
 - the claw closes at finite speed and stops on a grasped item (``is_gripper_holding_item``).
+
+Imitates the arm behaviour spot-sdk documents (``docs/concepts/arm/``) and the feedback
+statuses of bosdyn-api ``arm_command.proto`` (ArmCartesianCommand / NamedArmPositionsCommand
+feedback), with kinematics from the project's ``spot-arm.md`` reference.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ advances all of it at ``physics_hz``.
 All times kept in commands and states are the *robot's* clock: local wall time plus
 ``clock_skew_s``, so time-sync conversion errors on the client side show up as offsets of
 several seconds.
+
+Imitates what spot-sdk ``docs/concepts/lease_service.md``, ``estop_service.md`` and
+``base_services.md`` say the robot does (lease revocation, comms-loss sit and power-off,
+e-stop cut), with the messages of bosdyn-api ``lease.proto``, ``estop.proto``, ``power.proto``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ wallet, request/response processors) run end to end against services built from 
 ``bosdyn-api`` generated servicers, and lets tests inject faults: revoke the lease, engage the
 e-stop, silence the e-stop endpoint, reject commands, stop time sync, drop the connection,
 and slow, jitter, lose or cut the network (``network``).
+
+Imitates the robot's gRPC front end as bosdyn-client reaches it (``bosdyn/client/robot.py``,
+``bosdyn/client/directory.py``: authority names, directory entries, TLS).
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 THIS IS A STAND-IN FOR A SPOT ROBOT, NOT BOSTON DYNAMICS' SOFTWARE. Each servicer answers the
 RPCs the theia-ros Spot adapter (and the bosdyn-client helpers it calls) use, with the response
 fields those helpers read: common headers, lease-use results, statuses, feedback.
+
+Imitates the services whose generated servicers it subclasses (bosdyn-api
+``bosdyn/api/*_service_pb2_grpc.py``: auth, directory, time_sync, estop, lease, power,
+robot_command, robot_state, image), with the semantics of bosdyn-api ``arm_command.proto``,
+``basic_command.proto`` and ``lease.proto`` and of spot-sdk ``docs/concepts/arm/`` and
+``docs/concepts/base_services.md``.
 """
 
 from __future__ import annotations

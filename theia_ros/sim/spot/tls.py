@@ -6,6 +6,9 @@ given (``create_standard_sdk(..., cert_resource_glob=...)``) and the authority n
 names those authorities, passed to the SDK as its CA, lets the real secure-channel code run.
 Generated with the ``openssl`` command line (Debian's ``openssl`` package) so the tests need
 no extra Python dependency; the key never leaves the temporary directory.
+
+Imitates the robot's TLS identity as bosdyn-client checks it (``bosdyn/client/channel.py``,
+``bosdyn/client/resources/robot.pem``: a CA-signed certificate for the robot's authority).
 """
 
 from __future__ import annotations
