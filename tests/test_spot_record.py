@@ -115,6 +115,32 @@ def test_plan_phases_steps_and_grip() -> None:
     np.testing.assert_allclose(reset.waypoints[-1, :6], start, atol=1e-9)
 
 
+@pytest.mark.parametrize("script", [DrawerScript(), DrawerScript(speed_m_s=0.4,
+                                                                 pull_distance_m=0.08)])
+def test_default_plans_stay_inside_the_arm_reach(script: DrawerScript) -> None:
+    """Every pose the default script passes through, from the ready pose over any jittered
+    start to the pull's end, is reachable with a margin to the wrist-pitch limit: the old
+    default (handle at z 0) skirted that limit, so the stand-in arm stalled on the approach
+    in about one recording in two, and the pull's end was out of reach."""
+    from theia_ros.record.spot_script import plan_reset
+    from theia_ros.sim.spot import kinematics as kin
+
+    ready = np.r_[kin.forward(kin.READY_Q)[0], 0.0, 0.0, 0.0]
+    margin_rad = 0.15
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        start = script.start_pose(rng)
+        poses = np.vstack([ready, plan_reset(script, ready, start, 0.05).waypoints[:, :6],
+                           plan_demo(script, start, 0.05).waypoints[:, :6]])
+        q = kin.READY_Q
+        for a, b in itertools.pairwise(poses):
+            for f in np.linspace(0.0, 1.0, 5):
+                pose = a + (b - a) * f
+                q = kin.inverse(pose[:3], rpy_to_matrix(pose[3:6]), q)
+                assert q is not None, f"{pose[:3]} out of reach"
+                assert abs(q[4]) < kin.LIMITS_RAD[4, 1] - margin_rad, (pose[:3], q)
+
+
 def _obs(pose: np.ndarray, gripper: float) -> Observation:
     return Observation(images={}, joint_positions=np.zeros(6), ee_pose=pose, gripper=gripper,
                        stamp_s=0.0)

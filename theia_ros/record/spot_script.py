@@ -67,12 +67,14 @@ class DrawerScript:
         the pull to be at least this (a handle in the claw keeps it from closing fully).
     """
 
-    handle_xyz_m: tuple[float, float, float] = (0.85, 0.0, 0.0)
+    # defaults: a level hand on a handle at hip height in front of a standing Spot, every
+    # pose of the plan (start jitter included) well inside the arm's reach and wrist limits
+    handle_xyz_m: tuple[float, float, float] = (0.90, 0.0, 0.15)
     handle_rpy_rad: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    start_offset_m: tuple[float, float, float] = (-0.25, 0.0, 0.15)
+    start_offset_m: tuple[float, float, float] = (-0.20, 0.0, 0.12)
     start_jitter_m: float = 0.03
     approach_offset_m: float = 0.10
-    pull_distance_m: float = 0.25
+    pull_distance_m: float = 0.20
     retreat_m: float = 0.05
     speed_m_s: float = 0.15
     angular_speed_rad_s: float = 0.6
