@@ -223,6 +223,28 @@ def test_async_continues_current_chunk_while_next_plan_runs_then_holds() -> None
         chunker.close()
 
 
+@pytest.mark.parametrize(("replan_every", "holds"), [(4, True), (3, False)])
+def test_async_chunk_without_overlap_holds_every_kth_tick_and_says_so(
+        replan_every, holds, caplog) -> None:
+    """H = k with async planning: the plan for tick k is only asked for at tick k, so that
+    tick has nothing to run (the Spot drawer config had k = H = 4: one tick in four held).
+    k = H - 1 keeps a row for the plan in flight."""
+    policy = GatedPolicy(horizon=4, block_from_call=10)  # instant plans
+    chunker = ActionChunker(policy, ChunkingConfig(replan_every=replan_every,
+                                                   async_planning=True), MonotonicClock())
+    try:
+        assert chunker.act(OBS, 0) is None  # tick 0's plan is in flight
+        held = []
+        for t in range(1, 13):  # every plan done before the next tick (fast inference)
+            wait_until(lambda: not chunker._planner.busy)
+            held.append(chunker.act(OBS, t) is None)
+        assert held == [t % replan_every == 0 for t in range(1, 13)] if holds else not any(held)
+        assert ("every 4-th tick holds" in caplog.text) is holds
+    finally:
+        policy.gate.set()
+        chunker.close()
+
+
 def test_async_policy_exception_reaches_the_tick() -> None:
     def broken(obs: Observation) -> np.ndarray:
         raise ValueError("bad weights")

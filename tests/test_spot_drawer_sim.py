@@ -116,3 +116,31 @@ def test_camera_sees_the_drawer_open():
         world.close()
     assert closed.shape == (96, 96, 3) and closed.dtype == np.uint8
     assert np.abs(closed.astype(int) - opened.astype(int)).mean() > 2.0
+
+
+def test_demo_starts_from_one_body_pose_and_every_plan_is_reachable():
+    """The scripted demo starts from the same body-frame hand pose whatever the stance (so
+    the handle's place must be seen, as on the paper's robot), and every pose of its plan on
+    30 stances is inside the arm's reach and wrist limits."""
+    from theia_ros.control.rotations import rpy_to_matrix
+    from theia_ros.record.spot_script import plan_demo, plan_reset
+    from theia_ros.sim.spot.drawer_task import script_for_stance
+
+    world = DrawerWorld(sources=(), seed=0)
+    starts, handles = [], []
+    ready = np.r_[kin.forward(kin.READY_Q)[0], 0.0, 0.0, 0.0]
+    for seed in range(30):
+        world.reset(seed)
+        script = script_for_stance(world)
+        start = script.start_pose(np.random.default_rng(seed))
+        starts.append(script.start_pose())
+        handles.append(script.handle_pose)
+        poses = np.vstack([ready, plan_reset(script, ready, start, 0.2).waypoints[:, :6],
+                           plan_demo(script, start, 0.2).waypoints[:, :6]])
+        q = kin.READY_Q
+        for pose in poses:
+            q = kin.inverse(pose[:3], rpy_to_matrix(pose[3:6]), q)
+            assert q is not None and abs(q[4]) < kin.LIMITS_RAD[4, 1] - 0.1, (seed, pose)
+    assert np.ptp(np.array(starts), axis=0).max() < 1e-9
+    spread = np.ptp(np.array(handles), axis=0)
+    assert spread[:2].min() > 0.05 and spread[5] > 0.2  # x, y and yaw of the handle vary

@@ -259,6 +259,7 @@ class ActionChunker:
         self.last_status = "idle"  # planned | continued | waiting | exhausted | idle
         self._last_plan_tick: int | None = None
         self._planner = AsyncPlanner(policy, self.clock) if self.config.async_planning else None
+        self._warned_no_overlap = False
 
     def reset(self) -> None:
         """Drop every stored chunk and any plan in flight; the next tick plans afresh."""
@@ -281,6 +282,13 @@ class ActionChunker:
         if result is None:
             return
         self._check_horizon(result.chunk)
+        if result.chunk.shape[0] <= self.config.replan_every and not self._warned_no_overlap:
+            self._warned_no_overlap = True
+            log.warning("async planning with replan_every=%d and a %d-step chunk: the next "
+                        "plan starts only when this chunk ends, so every %d-th tick holds; "
+                        "use replan_every <= %d", self.config.replan_every,
+                        result.chunk.shape[0], self.config.replan_every,
+                        result.chunk.shape[0] - 1)
         self.buffer.add(result.chunk, result.tick)
         self._latencies_s.append(result.latency_s)
         self.plans += 1

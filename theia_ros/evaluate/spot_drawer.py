@@ -60,7 +60,7 @@ class DrawerRun:
 
 
 def run_drawer_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequence[int], *,
-                        max_steps: int = 60, chunking: ChunkingConfig | None = None,
+                        max_steps: int = 45, chunking: ChunkingConfig | None = None,
                         video: str | None = None, video_episodes: int = 1,
                         on_episode: Callable[[DrawerEpisode], None] | None = None) -> DrawerRun:
     """Run ``policy`` (``Observation -> [H, 7]`` absolute hand poses + claw) on each seed."""
@@ -70,7 +70,7 @@ def run_drawer_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequ
     from theia_ros.robots.spot.adapter import SpotAdapter
     from theia_ros.sim.spot.drawer_task import DrawerSim
 
-    chunking = chunking or ChunkingConfig(replan_every=4, async_planning=True)
+    chunking = chunking or ChunkingConfig(replan_every=3, async_planning=True)
     run = DrawerRun()
     timed = _timed(policy, run.policy_s)
     writer = VideoWriter(video, 5.0) if video else None
@@ -79,8 +79,12 @@ def run_drawer_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequ
         limits = cfg.safety_limits()
         freshness = Freshness(cameras=tuple(cfg.cameras))
         loop_cfg = LoopConfig(rate_hz=cfg.rate_hz, freshness=freshness)
-        with SpotAdapter(cfg) as spot:
+        spot: SpotAdapter | None = None
+        try:
             for i, seed in enumerate(seeds):
+                if spot is None:  # first seed, or the last one faulted: a fresh connection
+                    spot = SpotAdapter(cfg)
+                    spot.connect()  # lease, power on, stand
                 sim.reset(int(seed))
                 script = sim.script_for()
                 mover = ScriptedDrawerPolicy(script)
@@ -98,9 +102,23 @@ def run_drawer_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequ
                 run.episodes.append(ep)
                 if on_episode is not None:
                     on_episode(ep)
+                if ep.fault is not None:  # the loop safe-stopped the robot: start afresh
+                    _close(spot)
+                    spot = None
+        finally:
+            if spot is not None:
+                _close(spot)
     if writer is not None:
         writer.close()
     return run
+
+
+def _close(spot) -> None:
+    """What leaving ``with SpotAdapter(...)`` does: park safely, then disconnect."""
+    try:
+        spot.safe_stop()
+    finally:
+        spot.disconnect()
 
 
 def _episode(spot, sim, policy, seed: int, max_steps: int, limits, loop_cfg: LoopConfig,

@@ -49,6 +49,9 @@ class DrawerScript:
     handle_xyz_m / handle_rpy_rad: the hand pose that grasps the handle.
     start_offset_m: start pose = handle + this (orientation: the handle's).
     start_jitter_m: each start coordinate is moved by a uniform draw in +-this (seeded).
+    start_xyz_m / start_rpy_rad: optional start pose in the body frame, the same whatever the
+        handle's place (the paper's robot walked to a random pose and started from its own
+        arm pose); unset: ``start_offset_m`` from the handle.
     approach_offset_m: the pre-grasp pose is this far in front of the handle (-x, see
         ``pull_along_grasp``).
     pull_distance_m: how far the closed claw pulls back (-x, see ``pull_along_grasp``).
@@ -72,6 +75,8 @@ class DrawerScript:
     handle_xyz_m: tuple[float, float, float] = (0.90, 0.0, 0.15)
     handle_rpy_rad: tuple[float, float, float] = (0.0, 0.0, 0.0)
     start_offset_m: tuple[float, float, float] = (-0.20, 0.0, 0.12)
+    start_xyz_m: tuple[float, float, float] | None = None
+    start_rpy_rad: tuple[float, float, float] | None = None
     start_jitter_m: float = 0.03
     approach_offset_m: float = 0.10
     pull_distance_m: float = 0.20
@@ -91,7 +96,10 @@ class DrawerScript:
             return TheiaError(f"drawer script field {name!r}: expected {expected}, got "
                               f"{getattr(self, name)!r}")
 
-        for name in ("handle_xyz_m", "handle_rpy_rad", "start_offset_m"):
+        for name in ("handle_xyz_m", "handle_rpy_rad", "start_offset_m", "start_xyz_m",
+                     "start_rpy_rad"):
+            if getattr(self, name) is None and name in ("start_xyz_m", "start_rpy_rad"):
+                continue
             try:
                 value = tuple(float(v) for v in getattr(self, name))
             except (TypeError, ValueError):
@@ -137,9 +145,16 @@ class DrawerScript:
         return np.array([*self.handle_xyz_m, *self.handle_rpy_rad], dtype=np.float64)
 
     def start_pose(self, rng: np.random.Generator | None = None) -> np.ndarray:
-        """``[6]`` start pose of an episode (jittered when ``rng`` is given)."""
+        """``[6]`` start pose of an episode (jittered when ``rng`` is given): ``start_xyz_m``
+        / ``start_rpy_rad`` when set (a start fixed in the body frame, so where the handle is
+        must be seen), else the handle pose moved by ``start_offset_m``."""
         pose = self.handle_pose
-        pose[:3] += np.asarray(self.start_offset_m)
+        if self.start_xyz_m is not None:
+            pose[:3] = self.start_xyz_m
+        else:
+            pose[:3] += np.asarray(self.start_offset_m)
+        if self.start_rpy_rad is not None:
+            pose[3:6] = self.start_rpy_rad
         if rng is not None and self.start_jitter_m > 0:
             pose[:3] += rng.uniform(-self.start_jitter_m, self.start_jitter_m, 3)
         return pose

@@ -30,13 +30,15 @@ class SpotDemoConfig:
     demo_seed: int = 0
     encoder: str = "theia_tiny"
     iters: int = 3000
+    # a lighter U-Net than the library default (256, 512): 3x faster steps on 2 CPU cores
+    down_dims: tuple[int, ...] = (128, 256)
     batch_size: int = 32
     lr: float = 3e-4
     horizon: int = 4
     eval_episodes: int = 20
     eval_seed: int = EVAL_FIRST_SEED
-    max_steps: int = 60
-    replan_every: int = 4
+    max_steps: int = 45  # ~1.5 demonstrations' length (30 ticks at 5 Hz)
+    replan_every: int = 3  # < horizon: the next plan runs while the chunk's last row plays
     async_planning: bool = True
     video_episodes: int = 2
     backend: str = "onnxruntime"
@@ -89,6 +91,7 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
         cfg = TrainConfig(dataset=str(paths["dataset"]), out=str(paths["policy"]),
                           policy="diffusion", encoder=config.encoder, finetune=False,
                           horizon=config.horizon, iters=config.iters,
+                          head={"down_dims": list(config.down_dims)},
                           batch_size=config.batch_size, lr=config.lr,
                           cache_dir=str(out / "cache" / "features"), checkpoint_every=500)
         res = train_policy(cfg, show_progress=show_progress)

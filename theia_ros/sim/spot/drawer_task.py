@@ -15,9 +15,11 @@ import os
 import secrets
 from pathlib import Path
 
+import numpy as np
+
 from theia_ros.record.spot_script import DrawerScript
 
-from .drawer import SUCCESS_OPEN_M, DrawerWorld, drawer_robot_options
+from .drawer import BODY_HEIGHT_M, SUCCESS_OPEN_M, DrawerWorld, drawer_robot_options
 from .server import SpotStandIn
 
 CAMERA_SOURCE = "front_color"
@@ -26,6 +28,21 @@ BASE_SCRIPT = DrawerScript(start_offset_m=(-0.22, 0.0, 0.12), start_jitter_m=0.0
                            approach_offset_m=0.08, pull_distance_m=0.2, retreat_m=0.04,
                            speed_m_s=0.15, grasp_settle_ticks=2, close_ticks=3,
                            release_ticks=2, settle_ticks=3, pull_along_grasp=True)
+
+
+def script_for_stance(world: DrawerWorld, base: DrawerScript = BASE_SCRIPT) -> DrawerScript:
+    """``base`` with the handle where it is from the world's stance (measured once per
+    placement, as an operator would by teleoperating onto it). The hand starts from one
+    body-frame pose on every seed (in front of where the handle is when the body stands at
+    its nominal place), as the paper's robot did after walking to a random pose: the handle's
+    offset from the start varies with the stance, so a policy must see where it is."""
+    xyz, rpy = world.handle_pose_in_body()
+    nominal = world.handle_closed_world - np.array([0.0, 0.0, BODY_HEIGHT_M])
+    start = nominal + np.asarray(base.start_offset_m)
+    return dataclasses.replace(base, handle_xyz_m=tuple(float(v) for v in xyz),
+                               handle_rpy_rad=tuple(float(v) for v in rpy),
+                               start_xyz_m=tuple(float(v) for v in start),
+                               start_rpy_rad=(0.0, 0.0, 0.0))
 
 
 class DrawerSim:
@@ -75,12 +92,9 @@ class DrawerSim:
             self.world.reset(seed)
 
     def script_for(self, base: DrawerScript = BASE_SCRIPT) -> DrawerScript:
-        """``base`` with the handle where it is from the current stance (measured once per
-        placement, as an operator would by teleoperating onto it)."""
+        """:func:`script_for_stance` of the current stance."""
         with self.server.state.lock:
-            xyz, rpy = self.world.handle_pose_in_body()
-        return dataclasses.replace(base, handle_xyz_m=tuple(float(v) for v in xyz),
-                                   handle_rpy_rad=tuple(float(v) for v in rpy))
+            return script_for_stance(self.world, base)
 
     @property
     def opening_m(self) -> float:
