@@ -26,6 +26,7 @@ from theia_ros.control import (
     SafetyFilter,
     TickReport,
 )
+from theia_ros.control.history import ObservationHistory
 from theia_ros.control.schedule import Deadlines
 from theia_ros.evaluate.rollout import _timed, percentiles_ms, tally_tick
 from theia_ros.types import Observation
@@ -62,8 +63,13 @@ class DrawerRun:
 def run_drawer_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequence[int], *,
                         max_steps: int = 45, chunking: ChunkingConfig | None = None,
                         video: str | None = None, video_episodes: int = 1,
-                        on_episode: Callable[[DrawerEpisode], None] | None = None) -> DrawerRun:
-    """Run ``policy`` (``Observation -> [H, 7]`` absolute hand poses + claw) on each seed."""
+                        on_episode: Callable[[DrawerEpisode], None] | None = None,
+                        make_history: Callable[[float], ObservationHistory | None] | None = None,
+                        ) -> DrawerRun:
+    """Run ``policy`` (``Observation -> [H, 7]`` absolute hand poses + claw) on each seed.
+
+    ``make_history(period_s)``: the observation history a policy conditioned on several
+    steps needs (``PolicyRuntime.make_history``); a fresh one per episode."""
     from theia_ros.evaluate.video import VideoWriter
     from theia_ros.record.spot import run_plan
     from theia_ros.record.spot_script import ScriptedDrawerPolicy, plan_reset
@@ -97,13 +103,14 @@ def run_drawer_episodes(policy: Callable[[Observation], np.ndarray], seeds: Sequ
                 run_plan(reset_loop, mover, cfg.period_s, f"seed {seed} reset")
                 reset_loop.pause()
                 reset_loop.chunker.close()
+                history = make_history(cfg.period_s) if make_history is not None else None
                 ep = _episode(spot, sim, timed, int(seed), max_steps, limits, loop_cfg,
-                              chunking, run, writer if i < video_episodes else None)
+                              chunking, run, writer if i < video_episodes else None, history)
                 run.episodes.append(ep)
                 if on_episode is not None:
                     on_episode(ep)
                 if ep.fault is not None:  # the loop safe-stopped the robot: start afresh
-                    _close(spot)
+                    spot.disconnect()
                     spot = None
         finally:
             if spot is not None:
@@ -122,7 +129,8 @@ def _close(spot) -> None:
 
 
 def _episode(spot, sim, policy, seed: int, max_steps: int, limits, loop_cfg: LoopConfig,
-             chunking: ChunkingConfig, run: DrawerRun, writer) -> DrawerEpisode:
+             chunking: ChunkingConfig, run: DrawerRun, writer,
+             history: ObservationHistory | None) -> DrawerEpisode:
     state = {"steps": 0, "holds": 0, "max": 0.0, "obs": None}
 
     def on_tick(report: TickReport) -> None:
@@ -141,7 +149,8 @@ def _episode(spot, sim, policy, seed: int, max_steps: int, limits, loop_cfg: Loo
                         cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
             writer.write(frame)
 
-    loop = ControlLoop(spot, policy, SafetyFilter(limits), loop_cfg, chunking, on_tick=on_tick)
+    loop = ControlLoop(spot, policy, SafetyFilter(limits), loop_cfg, chunking, on_tick=on_tick,
+                       history=history)
     t0 = time.perf_counter()
     deadlines = Deadlines(loop_cfg.period_s)
     fault = None

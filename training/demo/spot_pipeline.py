@@ -130,7 +130,8 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
     try:
         run = run_drawer_episodes(runtime, seeds, max_steps=config.max_steps,
                                   chunking=chunking, video=str(out / "rollout.mp4"),
-                                  video_episodes=config.video_episodes, on_episode=show)
+                                  video_episodes=config.video_episodes, on_episode=show,
+                                  make_history=runtime.make_history)
     finally:
         runtime.close()
     stages["evaluate"] = time.perf_counter() - t0
