@@ -32,3 +32,33 @@ def test_quick_spot_drawer_demo(tmp_path, monkeypatch):
     assert report["timing"]["tick_ms"]["p50"] is not None
     assert (tmp_path / "rollout.mp4").exists()
     assert json.loads((tmp_path / "report.json").read_text())["success"]["n"] == 1
+
+
+def test_report_figures(tmp_path):
+    """The drawer report picture and the rollout strip come from the run's own numbers and
+    frames: the strip's tiles are the video's evenly spaced frames, in order."""
+    import cv2
+    import numpy as np
+
+    from theia_ros.evaluate.video import VideoWriter
+    from training.demo.report import rate_entry
+    from training.demo.spot_report import write_frame_strip, write_spot_plot
+
+    trials = [{"seed": 10_000 + i, "success": i != 1, "opening_m": 0.15 * (i != 1),
+               "max_opening_m": 0.16, "fault": "robot_fault" if i == 1 else None}
+              for i in range(3)]
+    report = {"per_episode": trials, "success": rate_entry(2, 3)}
+    png = write_spot_plot(tmp_path / "report.png", report, [30.0, 31.0, 45.0])
+    assert cv2.imread(str(png)).shape[:2] == (342, 900)
+
+    writer = VideoWriter(tmp_path / "v.mp4", 5.0)
+    levels = np.linspace(20, 235, 10).astype(np.uint8)
+    for level in levels:
+        writer.write(np.full((64, 64, 3), level, np.uint8))
+    writer.close()
+    strip = cv2.imread(str(write_frame_strip(tmp_path / "v.mp4", tmp_path / "s.png",
+                                             frames=4, width=32)))
+    assert strip.shape == (32, 128, 3)
+    tiles = [float(strip[:, 32 * i:32 * (i + 1)].mean()) for i in range(4)]
+    np.testing.assert_allclose(tiles, levels[[0, 3, 6, 9]], atol=4)
+    assert write_frame_strip(tmp_path / "missing.mp4", tmp_path / "none.png") is None

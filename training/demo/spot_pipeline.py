@@ -7,7 +7,7 @@ not Boston Dynamics' software), every robot call through ``SpotAdapter`` and ``b
     <out>/policy/    diffusion policy on frozen features (Table 10: batch 32, Adam 3e-4 cosine,
                      3000 iterations, MSE, horizon 4)
     <out>/bundle/    the exported bundle
-    <out>/rollout.mp4, report.json
+    <out>/rollout.mp4, rollout.png (frames of the first trial), report.json, report.png
 """
 
 from __future__ import annotations
@@ -148,6 +148,12 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
         "total_wall_s": time.perf_counter() - t_start,
         "video": str(out / "rollout.mp4") if (out / "rollout.mp4").exists() else None,
     }
+    from training.demo.spot_report import write_frame_strip, write_spot_plot
+
+    plot = write_spot_plot(out / "report.png", report, [1e3 * t for t in run.tick_s])
+    strip = (write_frame_strip(out / "rollout.mp4", out / "rollout.png")
+             if report["video"] else None)
+    report["figures"] = [str(p) for p in (plot, strip) if p is not None]
     atomic_write_json(out / "report.json", report)
     s = report["success"]
     t = report["timing"]["tick_ms"]

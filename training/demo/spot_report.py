@@ -1,0 +1,97 @@
+"""Pictures of a Spot drawer run: drawer opening per held-out trial, control-step times, and
+a strip of rollout frames (what the README shows next to the door demo's)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from theia_ros.atomic import atomic_write
+from theia_ros.evaluate.spot_drawer import SUCCESS_OPEN_M
+
+
+def write_spot_plot(path: str | Path, report: Mapping[str, Any],
+                    tick_ms: Sequence[float] | None = None) -> Path | None:
+    """Opening per trial (final and the most reached) against the 10 cm criterion, and the
+    control-step histogram against the 5 Hz period. None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    trials = report["per_episode"]
+    s = report["success"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    ax = axes[0]
+    x = np.arange(len(trials))
+    final = np.array([100 * t["opening_m"] for t in trials])
+    most = np.array([100 * t["max_opening_m"] for t in trials])
+    colours = ["#4c8c4a" if t["success"] else "#b5651d" for t in trials]
+    ax.bar(x, most, color="#d9d9d9", width=0.8, label="most opened")
+    ax.bar(x, final, color=colours, width=0.55, label="at the end (green: success)")
+    ax.axhline(100 * SUCCESS_OPEN_M, color="k", ls="--", lw=1, label="10 cm criterion")
+    for i, t in enumerate(trials):
+        if t.get("fault"):
+            ax.text(i, 0.5, "fault", rotation=90, ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [str(t["seed"] - trials[0]["seed"]) for t in trials], fontsize=7)
+    ax.set_xlabel(f"held-out trial (seed - {trials[0]['seed']})" if trials else "trial")
+    ax.set_ylabel("drawer opening (cm)")
+    ax.set_ylim(0, max(25.0, float(most.max(initial=0.0)) + 3))
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(f"success {s['successes']}/{s['n']} = {100 * s['rate']:.0f} % "
+                 f"(95 % Wilson CI {100 * s['ci95_low']:.0f}-{100 * s['ci95_high']:.0f} %)",
+                 fontsize=10)
+    ax = axes[1]
+    if tick_ms:
+        p50, p99 = (float(v) for v in np.percentile(tick_ms, [50, 99]))
+        ax.hist(tick_ms, bins=30, color="#3a6ea5")
+        ax.axvline(200.0, color="k", ls="--", label="period 200 ms")
+        ax.axvline(p50, color="#d62728", ls=":", label=f"p50 {p50:.1f} ms")
+        ax.set_xlabel("control step (ms)")
+        ax.set_ylabel("ticks")
+        ax.legend(fontsize=8)
+        ax.set_title(f"control step, {len(tick_ms)} ticks (p99 {p99:.1f} ms)", fontsize=10)
+    else:
+        ax.set_axis_off()
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_frame_strip(video: str | Path, path: str | Path, frames: int = 4,
+                      width: int = 240) -> Path | None:
+    """``frames`` evenly spaced frames of ``video`` side by side (None if it has none)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    images = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            images.append(frame)
+    finally:
+        cap.release()
+    if not images:
+        return None
+    # the first episode only: its frames come first; skip the held first tick
+    picks = np.linspace(0, min(len(images), 45) - 1, frames).round().astype(int)
+    tiles = [cv2.resize(images[i], (width, width * images[i].shape[0] // images[i].shape[1]))
+             for i in picks]
+    strip = np.concatenate(tiles, axis=1)
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix or ".png", strip)
+    if not ok:
+        return None
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+    return path
