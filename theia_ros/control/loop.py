@@ -110,6 +110,7 @@ class TickReport:
     obs_stamp_s: float | None = None
     duration_s: float = 0.0
     fault: str | None = None
+    hold_camera: str | None = None  # the camera a missing/bad/stale-image hold concerns
 
 
 class ControlLoop:
@@ -384,10 +385,11 @@ class ControlLoop:
             return self._faulted(index, start, "robot_fault", str(fault))
         if self.images is not None:
             obs = self.images.merge_into(obs)
-        reason = self.config.freshness.check(obs, start)
+        reason, camera = self.config.freshness.assess(obs, start)
         if reason is not None:
             self.chunker.reset()
-            return self._held(index, start, reason.value, obs_stamp_s=obs.stamp_s)
+            return self._held(index, start, reason.value, obs_stamp_s=obs.stamp_s,
+                              camera=camera)
         if self.history is not None:
             try:
                 stacked, why = self.history.push(obs, start)
@@ -453,19 +455,20 @@ class ControlLoop:
 
     def _held(self, index: int, start: float, reason: str, status: str = "held",
               proposed: np.ndarray | None = None, interventions: tuple[str, ...] = (),
-              obs_stamp_s: float | None = None) -> TickReport:
+              obs_stamp_s: float | None = None, camera: str | None = None) -> TickReport:
         with self.stats.lock:
             self.stats.holds[reason] += 1
         self.safety.reset_reference()
         if status == "held":
-            self._log.log(logging.WARNING, reason, "holding: %s", reason)
+            text = self.config.freshness.hold_text(reason, camera)
+            self._log.log(logging.WARNING, text, "holding: %s", text)
             if not self._holding:
                 self._send_hold()
         done = self.clock.now()
         with self.stats.lock:
             self.stats.tick_duration_s.append(done - start)
         return TickReport(index, start, status, reason, proposed, None, interventions,
-                          obs_stamp_s, done - start)
+                          obs_stamp_s, done - start, hold_camera=camera)
 
     def _faulted(self, index: int, start: float, kind: str, detail: str) -> TickReport:
         self._fault(kind, detail)

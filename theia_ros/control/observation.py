@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import threading
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,21 +50,48 @@ class Freshness:
         max_joint_age_s: oldest acceptable joint state.
         max_future_s: how far in the future a stamp may be (clock jitter) before it is
             treated as coming from the wrong clock.
+        camera_max_age_s: camera -> its own oldest acceptable image (a wrist camera at a
+            lower rate than the scene camera); cameras not named use ``max_image_age_s``.
     """
 
     cameras: tuple[str, ...] = ("front",)
     max_image_age_s: float = 0.3
     max_joint_age_s: float = 0.2
     max_future_s: float = 0.05
+    camera_max_age_s: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("max_image_age_s", "max_joint_age_s", "max_future_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise TheiaError(f"control loop: {name} must be >= 0 s, got {value!r}")
+        ages = self.camera_max_age_s
+        if not isinstance(ages, Mapping):
+            raise TheiaError("control loop: camera_max_age_s must be a mapping camera -> "
+                             f"seconds, got {ages!r}")
+        unknown = sorted(str(c) for c in set(ages) - set(self.cameras))
+        if unknown:
+            raise TheiaError(f"control loop: camera_max_age_s names {unknown}, not among the "
+                             f"cameras {list(self.cameras)}")
+        checked: dict[str, float] = {}
+        for cam, value in ages.items():
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not (np.isfinite(value) and value >= 0)):
+                raise TheiaError(f"control loop: camera_max_age_s[{cam!r}] must be >= 0 s, "
+                                 f"got {value!r}")
+            checked[cam] = float(value)
+        object.__setattr__(self, "camera_max_age_s", checked)  # a private copy
+
+    def max_age_s(self, camera: str) -> float:
+        """The oldest acceptable image of ``camera``."""
+        return self.camera_max_age_s.get(camera, self.max_image_age_s)
 
     def check(self, obs: Observation, now_s: float) -> HoldReason | None:
-        """None when ``obs`` may be acted on at ``now_s``, else the reason to hold.
+        """None when ``obs`` may be acted on at ``now_s``, else the reason to hold."""
+        return self.assess(obs, now_s)[0]
+
+    def assess(self, obs: Observation, now_s: float) -> tuple[HoldReason | None, str | None]:
+        """:meth:`check` with the camera the hold concerns (None: not a camera's).
 
         Ages are compared so that a NaN or -inf stamp (a stamp that cannot be true) counts
         as stale, never as fresh.
@@ -71,25 +99,30 @@ class Freshness:
         for cam in self.cameras:
             image = obs.images.get(cam)
             if image is None or getattr(image, "size", 0) == 0:
-                return HoldReason.MISSING_IMAGE
+                return HoldReason.MISSING_IMAGE, cam
             if not _is_rgb8(image):
-                return HoldReason.BAD_IMAGE
+                return HoldReason.BAD_IMAGE, cam
             age = now_s - obs.stamps_s.get(cam, obs.stamp_s)
             if age < -self.max_future_s:
-                return HoldReason.FUTURE_STAMP
-            if not age <= self.max_image_age_s:
-                return HoldReason.STALE_IMAGE
+                return HoldReason.FUTURE_STAMP, cam
+            if not age <= self.max_age_s(cam):
+                return HoldReason.STALE_IMAGE, cam
         joints = np.asarray(obs.joint_positions, dtype=np.float64)
         if joints.size == 0:
-            return HoldReason.MISSING_JOINTS
+            return HoldReason.MISSING_JOINTS, None
         if not _plausible_state(joints, obs.gripper, obs.ee_pose):
-            return HoldReason.BAD_JOINTS
+            return HoldReason.BAD_JOINTS, None
         age = now_s - obs.stamps_s.get(JOINTS_KEY, obs.stamp_s)
         if age < -self.max_future_s:
-            return HoldReason.FUTURE_STAMP
+            return HoldReason.FUTURE_STAMP, None
         if not age <= self.max_joint_age_s:
-            return HoldReason.STALE_JOINTS
-        return None
+            return HoldReason.STALE_JOINTS, None
+        return None, None
+
+    def hold_text(self, reason: str, camera: str | None) -> str:
+        """A hold as one line: the camera is named only when there are several to tell
+        apart (``stale_image (wrist)``); with one camera it is the bare reason."""
+        return f"{reason} ({camera})" if camera and len(self.cameras) > 1 else reason
 
 
 def _is_rgb8(image: object) -> bool:

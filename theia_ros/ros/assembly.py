@@ -106,8 +106,8 @@ def choose_rate(requested_hz: float, trained_hz: float, allow_override: bool) ->
 
 
 def camera_topics(p: Mapping[str, Any]) -> dict[str, str]:
-    """Camera -> topic: the first camera on ``image_topic``, the others from
-    ``camera_topics`` (``name=topic``) or ``/<name>/image_raw``."""
+    """Camera -> topic: a camera named in ``camera_topics`` (``name=topic``) on its topic,
+    else the first camera on ``image_topic`` and the others on ``/<name>/image_raw``."""
     cameras = list(p.get("cameras") or [p["camera"]])
     given: dict[str, str] = {}
     for item in p.get("camera_topics") or []:
@@ -116,20 +116,41 @@ def camera_topics(p: Mapping[str, Any]) -> dict[str, str]:
             raise TheiaError(f"policy_node: camera_topics entry {item!r}: expected "
                              "name=/topic")
         given[name.strip()] = topic.strip()
-    unknown = sorted(set(given) - set(cameras))
+    _known_cameras("camera_topics", given, cameras)
+    defaults = [p["image_topic"]] + [f"/{cam}/image_raw" for cam in cameras[1:]]
+    return {cam: given.get(cam, default) for cam, default in zip(cameras, defaults)}
+
+
+def camera_max_ages(p: Mapping[str, Any]) -> dict[str, float]:
+    """Camera -> image age limit (s) from the ``camera_max_image_age_s`` parameter
+    (``name=seconds``); cameras not named use ``max_image_age_s``."""
+    out: dict[str, float] = {}
+    for item in p.get("camera_max_image_age_s") or []:
+        name, sep, text = str(item).partition("=")
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if not sep or not name.strip() or not (math.isfinite(seconds) and seconds >= 0):
+            raise TheiaError(f"policy_node: camera_max_image_age_s entry {item!r}: expected "
+                             "name=seconds (a finite number >= 0)")
+        out[name.strip()] = seconds
+    return out
+
+
+def _known_cameras(param: str, named: Mapping[str, Any], cameras: list[str]) -> None:
+    unknown = sorted(set(named) - set(cameras))
     if unknown:
-        raise TheiaError(f"policy_node: camera_topics names {unknown} are not cameras of the "
+        raise TheiaError(f"policy_node: {param} names {unknown} are not cameras of the "
                          f"policy ({cameras})")
-    topics = {cameras[0]: p["image_topic"]}
-    for cam in cameras[1:]:
-        topics[cam] = given.get(cam, f"/{cam}/image_raw")
-    return topics
 
 
 def _freshness(p: Mapping[str, Any], task: TaskConfig | None) -> Freshness:
     cameras = tuple(p.get("cameras") or (p["camera"],))
+    ages = camera_max_ages(p)
+    _known_cameras("camera_max_image_age_s", ages, list(cameras))
     kw = {"cameras": cameras, "max_image_age_s": p["max_image_age_s"],
-          "max_joint_age_s": p["max_joint_age_s"]}
+          "max_joint_age_s": p["max_joint_age_s"], "camera_max_age_s": ages}
     return replace(task.freshness(), **kw) if task is not None else Freshness(**kw)
 
 

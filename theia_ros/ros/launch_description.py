@@ -27,8 +27,10 @@ from theia_ros.ros.task_config import (
     LAUNCH_OVERRIDES,
     RECORDER_LAUNCH_OVERRIDES,
     TaskConfig,
+    first_image_topic,
     launch_overrides,
     load_task_config,
+    policy_node_parameters,
     resolve_path,
 )
 
@@ -65,7 +67,7 @@ def _camera_actions(cfg: TaskConfig, driver: str) -> list[Any]:
     from launch_ros.actions import Node
 
     cam = cfg.camera_driver
-    topic = cfg.topics.get("image", "/camera/image_raw")
+    topic = first_image_topic(cfg)
     if driver == "usb_cam":
         params = {"video_device": cam.get("device", "/dev/video0"),
                   "image_width": int(cam.get("width", 640)),
@@ -103,10 +105,20 @@ def realsense_arguments(cfg: TaskConfig) -> dict[str, str]:
 
 def image_topic(cfg: TaskConfig, driver: str) -> str:
     """The colour topic the node subscribes to: the RealSense driver's fixed one when the
-    launch starts it, else ``topics.image``."""
+    launch starts it, else ``topics.image`` (or the first camera's of ``topics.cameras``)."""
     if driver == "realsense":
         return REALSENSE_COLOR_TOPIC
-    return cfg.topics.get("image", "/camera/image_raw")
+    return first_image_topic(cfg)
+
+
+def node_camera_topics(cfg: TaskConfig, driver: str) -> list[str]:
+    """The node's ``camera_topics`` from ``topics.cameras`` (empty: one camera), with the
+    camera the launched driver feeds moved onto the driver's topic. The launch starts one
+    camera driver; the other cameras' drivers are the operator's."""
+    yaml_params = policy_node_parameters(cfg)
+    fed, topic = yaml_params.get("camera"), image_topic(cfg, driver)
+    return [f"{fed}={topic}" if entry.partition("=")[0] == fed else entry
+            for entry in yaml_params.get("camera_topics", [])]
 
 
 def _interbotix(cfg: TaskConfig) -> list[Any]:
@@ -139,14 +151,20 @@ def sim_camera_hw(cfg: TaskConfig, bundle: str | None) -> tuple[int, int]:
     return int(cam.get("height", 480)), int(cam.get("width", 640))
 
 
+def twin_parameters(cfg: TaskConfig, image_hw: tuple[int, int], seed: str) -> dict[str, Any]:
+    """``xs_sdk_twin``'s parameters: it renders one camera, on the node's ``image_topic``
+    (with ``topics.cameras``, the first camera's topic; other cameras stay unfed)."""
+    return {"camera_topic": first_image_topic(cfg),
+            "image_height": int(image_hw[0]), "image_width": int(image_hw[1]),
+            "seed": int(seed) if seed else -1,
+            # where the door demonstrations start; a real arm must be brought there first
+            "start_pose": "scene"}
+
+
 def _xs_sdk_twin(cfg: TaskConfig, image_hw: tuple[int, int], seed: str) -> list[Any]:
     from launch_ros.actions import Node
 
-    params = {"camera_topic": cfg.topics.get("image", "/camera/image_raw"),
-              "image_height": int(image_hw[0]), "image_width": int(image_hw[1]),
-              "seed": int(seed) if seed else -1,
-              # where the door demonstrations start; a real arm must be brought there first
-              "start_pose": "scene"}
+    params = twin_parameters(cfg, image_hw, seed)
     ns = cfg.widowx.get("robot_name") or cfg.widowx.get("robot_model", "wx250s")
     return [Node(package=PACKAGE, executable=TWIN_EXECUTABLE, name="xs_sdk", namespace=ns,
                  parameters=[params], output="screen", sigterm_timeout=SHUTDOWN_TIMEOUT_S)]
@@ -176,6 +194,8 @@ def _setup(context: Any, task: str, kind: str) -> list[Any]:
         driver = arg("camera") or cfg.camera_driver.get("type", "none")
         actions += _camera_actions(cfg, driver)
         params["image_topic"] = image_topic(cfg, driver)
+        if node_camera_topics(cfg, driver):
+            params["camera_topics"] = node_camera_topics(cfg, driver)
     if robot == "sim" and arg("sim_seed") and "sim_seed" in NODES[kind][1]:
         overrides["sim_seed"] = int(arg("sim_seed"))
     if kind == "recorder" and overrides.get("teleop_type", "Twist") == "Twist" \

@@ -107,8 +107,8 @@ _SENSORS = (
     ParamSpec("camera", "str", "front", "camera name the frames are filed under (the "
               "bundle's / dataset's camera)", read_only=True),
     ParamSpec("camera_topics", "str_list", [],
-              "name=topic for each further camera of a several-camera bundle (default "
-              "/<name>/image_raw); image_topic feeds the first camera", read_only=True),
+              "name=topic per camera of the bundle; a camera not named: the first on "
+              "image_topic, the others on /<name>/image_raw", read_only=True),
     ParamSpec("joint_states_topic", "str", "/joint_states",
               "sensor_msgs/JointState topic (dry_run robot and recording); the WidowX adapter "
               "reads Interbotix's own joint states", read_only=True),
@@ -150,6 +150,9 @@ POLICY_NODE_PARAMS: dict[str, ParamSpec] = table(
               low=0, high=256, read_only=True),
     *_LOOP,
     *_SENSORS,
+    ParamSpec("camera_max_image_age_s", "str_list", [],
+              "name=seconds: a camera's own image age limit (a wrist camera at another "
+              "rate); cameras not named use max_image_age_s", read_only=True),
     ParamSpec("replan_every", "int", 1, "ticks between policy calls (chunk execution)",
               low=1, high=1000, read_only=True),
     ParamSpec("temporal_ensemble", "bool", False, "average overlapping chunks",

@@ -8,6 +8,7 @@ diagnostics out, and start / pause / stop / estop services.
 Topics and services (relative names live under the node's name)::
 
     sub  <image_topic>          sensor_msgs/Image | CompressedImage   sensor QoS (best effort)
+                                (several cameras: one topic each, ``camera_topics``)
     sub  <joint_states_topic>   sensor_msgs/JointState                sensor QoS (dry_run)
     pub  ~/action               std_msgs/Float32MultiArray [7]        reliable, one per command
     pub  /diagnostics           diagnostic_msgs/DiagnosticArray       every diagnostics_period_s
@@ -205,7 +206,10 @@ class PolicyNode(Node):
             return DiagnosticStatus.OK, "parking", values
         if state is LoopState.RUNNING and last is not None and last.status == "held":
             values["hold_reason"] = str(last.hold_reason)
-            return DiagnosticStatus.WARN, f"holding: {last.hold_reason}", values
+            if last.hold_camera:
+                values["hold_camera"] = last.hold_camera
+            text = self.loop.config.freshness.hold_text(str(last.hold_reason), last.hold_camera)
+            return DiagnosticStatus.WARN, f"holding: {text}", values
         if state is LoopState.RUNNING:
             return DiagnosticStatus.OK, "running", values
         return DiagnosticStatus.OK, state.value, values

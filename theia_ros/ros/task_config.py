@@ -10,9 +10,13 @@ tests). One file per task/robot::
     control:                       # theia_ros.control LoopConfig / Freshness / ChunkingConfig
       rate_hz: 5.0
       freshness: {cameras: [front], max_image_age_s: 0.3, max_joint_age_s: 0.2}
+      # per-camera image age limits (s): freshness: {cameras: [front, wrist],
+      #   camera_max_age_s: {wrist: 0.5}}; cameras default to topics.cameras' names
       chunking: {replan_every: 1, temporal_ensemble: false}
     safety: {max_speed_m_s: 0.15}  # SafetyLimits fields over the robot's preset
     topics: {image: /camera/color/image_raw, image_type: Image, joint_states: /wx250s/joint_states}
+    # several cameras: one topic each instead of image/camera (-> policy_node camera_topics)
+    #   topics: {cameras: {front: /cam_front/image_raw, wrist: /cam_wrist/image_raw}}
     camera_driver: {type: usb_cam, device: /dev/video0, width: 640, height: 480, fps: 30}
     widowx: {...}                  # WidowXConfig fields      (robot: widowx)
     spot: {...}                    # SpotConfig fields        (robot: spot)
@@ -47,6 +51,7 @@ TOP_KEYS = ("task", "robot", "bundle", "backend", "control", "safety", "topics",
 CONTROL_KEYS = ("rate_hz", "freshness", "chunking", "autostart")
 TOPIC_KEYS = {"image": "image_topic", "image_type": "image_type",
               "joint_states": "joint_states_topic", "camera": "camera"}
+CAMERAS_KEY = "cameras"  # topics.cameras: camera name -> topic, instead of image/camera
 CAMERA_DRIVERS = ("usb_cam", "realsense", "none")
 CAMERA_DRIVER_KEYS = ("type", "device", "width", "height", "fps", "serial_no")
 
@@ -75,6 +80,8 @@ class TaskConfig:
 
         data = dict(self.control.get("freshness") or {})
         data.update(overrides or {})
+        if "cameras" not in data and self.topics.get(CAMERAS_KEY):
+            data["cameras"] = list(self.topics[CAMERAS_KEY])
         if "cameras" in data:
             data["cameras"] = tuple(data["cameras"])
         return _build(Freshness, data, f"{self.path}: control.freshness")
@@ -110,7 +117,7 @@ def _build(cls: type, data: Mapping[str, Any], source: str) -> Any:
         raise TheiaError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
     try:
         return cls(**data)
-    except TypeError as exc:
+    except (TypeError, TheiaError) as exc:
         raise TheiaError(f"{source}: {exc}") from exc
 
 
@@ -164,9 +171,11 @@ def _validate(cfg: TaskConfig) -> None:
     bad = sorted(set(cfg.control) - set(CONTROL_KEYS))
     if bad:
         raise TheiaError(f"{src}: control: unknown key(s) {bad}; expected {list(CONTROL_KEYS)}")
-    bad = sorted(set(cfg.topics) - set(TOPIC_KEYS))
+    bad = sorted(set(cfg.topics) - {*TOPIC_KEYS, CAMERAS_KEY})
     if bad:
-        raise TheiaError(f"{src}: topics: unknown key(s) {bad}; expected {sorted(TOPIC_KEYS)}")
+        raise TheiaError(f"{src}: topics: unknown key(s) {bad}; expected "
+                         f"{sorted({*TOPIC_KEYS, CAMERAS_KEY})}")
+    _check_camera_topics(cfg)
     bad = sorted(set(cfg.camera_driver) - set(CAMERA_DRIVER_KEYS))
     if bad:
         raise TheiaError(f"{src}: camera_driver: unknown key(s) {bad}; expected "
@@ -201,6 +210,31 @@ def _validate(cfg: TaskConfig) -> None:
         validate(RECORDER_NODE_PARAMS, name, value, f"{src}: recorder")
 
 
+def _check_camera_topics(cfg: TaskConfig) -> None:
+    """``topics.cameras``: camera name -> topic, in place of ``image``/``camera``."""
+    src = f"{cfg.path}: topics.cameras"
+    cams = cfg.topics.get(CAMERAS_KEY)
+    if cams is None:
+        return
+    if not isinstance(cams, Mapping) or not cams:
+        raise TheiaError(f"{src} must be a mapping camera name -> topic, got {cams!r}")
+    both = sorted(k for k in ("image", "camera") if k in cfg.topics)
+    if both:
+        raise TheiaError(f"{src} names every camera's topic; drop topics.{'/'.join(both)}")
+    for name, topic in cams.items():
+        if not isinstance(name, str) or not name.strip() or "=" in name:
+            raise TheiaError(f"{src}: camera name {name!r} must be a non-empty string "
+                             "without '='")
+        if not isinstance(topic, str) or not topic.startswith("/"):
+            raise TheiaError(f"{src}.{name} must be an absolute topic (/...), got {topic!r}")
+    listed = (cfg.control.get("freshness") or {}).get("cameras")
+    if listed:
+        unknown = sorted(set(cams) - {str(c) for c in listed})
+        if unknown:
+            raise TheiaError(f"{src} names {unknown}, not in control.freshness.cameras "
+                             f"{list(listed)}")
+
+
 def base_limits(cfg: TaskConfig):
     """The robot's own limits, before the ``safety:`` block: Spot's from its config, the
     wx250s preset for the arm and its twin."""
@@ -228,6 +262,12 @@ def _common(cfg: TaskConfig) -> dict[str, Any]:
     for key, param in TOPIC_KEYS.items():
         if key in cfg.topics:
             out[param] = cfg.topics[key]
+    cam_topics = cfg.topics.get(CAMERAS_KEY)
+    if cam_topics:  # the first camera also on image_topic, which a recorder subscribes
+        out.setdefault("camera", str(next(iter(cam_topics))))
+        out["camera_topics"] = [f"{name}={topic}" for name, topic in cam_topics.items()]
+        if out["camera"] in cam_topics:
+            out["image_topic"] = cam_topics[out["camera"]]
     if "seed" in cfg.sim:
         out["sim_seed"] = int(cfg.sim["seed"])
     return out
@@ -239,11 +279,21 @@ def policy_node_parameters(cfg: TaskConfig) -> dict[str, Any]:
     if cfg.bundle:
         out["bundle"] = cfg.bundle
     out["backend"] = cfg.backend
+    ages = (cfg.control.get("freshness") or {}).get("camera_max_age_s") or {}
+    if ages:
+        out["camera_max_image_age_s"] = [f"{name}={float(s)!r}" for name, s in ages.items()]
     chunk = cfg.control.get("chunking") or {}
     for key in ("replan_every", "temporal_ensemble", "async_planning"):
         if key in chunk:
             out[key] = chunk[key]
     return out
+
+
+def first_image_topic(cfg: TaskConfig) -> str:
+    """The node's ``image_topic`` from the YAML: where a camera driver the launch starts
+    (or the sim twin) publishes; ``topics.image``, else the first camera's of
+    ``topics.cameras``."""
+    return str(_common(cfg).get("image_topic", POLICY_NODE_PARAMS["image_topic"].default))
 
 
 def recorder_node_parameters(cfg: TaskConfig) -> dict[str, Any]:
