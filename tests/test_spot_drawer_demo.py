@@ -62,3 +62,22 @@ def test_report_figures(tmp_path):
     tiles = [float(strip[:, 32 * i:32 * (i + 1)].mean()) for i in range(4)]
     np.testing.assert_allclose(tiles, levels[[0, 3, 6, 9]], atol=4)
     assert write_frame_strip(tmp_path / "missing.mp4", tmp_path / "none.png") is None
+
+
+def test_stage_keys_survive_the_stage_book_and_refuse_other_settings(tmp_path):
+    """A re-run with the same settings skips a finished stage (the key read back from
+    stages.json equals the new one: tuples are stored as lists); other settings are refused."""
+    from theia_ros.errors import TheiaError
+    from training.demo.spot_pipeline import SpotDemoConfig, spot_stage_keys
+    from training.demo.stages import StageBook
+
+    keys = spot_stage_keys(SpotDemoConfig())
+    (tmp_path / "policy").mkdir()
+    StageBook.load(tmp_path).finish("policy", keys["policy"], 1.0)
+    book = StageBook.load(tmp_path)
+    assert book.is_done("policy", spot_stage_keys(SpotDemoConfig())["policy"],
+                        tmp_path / "policy")
+    other = spot_stage_keys(SpotDemoConfig(down_dims=(64, 128)))["policy"]
+    with pytest.raises(TheiaError, match="down_dims"):
+        book.is_done("policy", other, tmp_path / "policy")
+    assert spot_stage_keys(SpotDemoConfig(eval_episodes=5)) == keys  # evaluation only

@@ -28,7 +28,7 @@ from typing import Any
 from theia_ros.atomic import atomic_write_json
 from training.demo.config import DemoConfig, stage_keys
 from training.demo.report import format_report, rate_entry, write_plot
-from training.demo.stages import StageBook
+from training.demo.stages import StageBook, StageRunner
 
 
 def _preload_torch_stack() -> None:
@@ -62,7 +62,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     atomic_write_json(files["config"], config.to_dict())
     paths = {"dataset": out / "dataset", "policy": out / "policy", "bundle": out / "bundle"}
     t_start = time.perf_counter()
-    stages = _Stages(StageBook.load(out), stage_keys(config), log)
+    stages = StageRunner(StageBook.load(out), stage_keys(config), log)
     stages.run("dataset", paths["dataset"],
                lambda: _record(config, paths, log, show_progress))
     stages.run("policy", paths["policy"] / "policy.json",
@@ -81,31 +81,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     atomic_write_json(files["report"], report)
     log(format_report(report))
     return report
-
-
-class _Stages:
-    """Runs each stage unless the stage book says it is done with the same settings."""
-
-    def __init__(self, book: StageBook, keys: dict[str, Any], log: Callable[[str], None]):
-        self.book, self.keys, self.log = book, keys, log
-        self.walls: dict[str, dict[str, Any]] = {}
-
-    def run(self, name: str, output: Path, work: Callable[[], None]) -> None:
-        book, key, log = self.book, self.keys[name], self.log
-        if book.is_done(name, key, output):
-            rec = book.records[name]
-            log(f"[{name}] already done with these settings ({rec.wall_s:.0f} s on "
-                f"{rec.finished}): skipped")
-            self.walls[name] = {"wall_s": 0.0, "skipped": True, "original_wall_s": rec.wall_s}
-            return
-        book.check_fresh(name, key, output)
-        log(f"[{name}] ...")
-        t0 = time.perf_counter()
-        work()
-        wall = time.perf_counter() - t0
-        book.finish(name, key, wall)
-        self.walls[name] = {"wall_s": wall, "skipped": False}
-        log(f"[{name}] done in {wall:.0f} s")
 
 
 def _record(config: DemoConfig, paths: dict[str, Path], log: Callable[[str], None],

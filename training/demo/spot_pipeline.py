@@ -12,6 +12,7 @@ not Boston Dynamics' software), every robot call through ``SpotAdapter`` and ``b
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -20,6 +21,7 @@ from typing import Any
 
 from theia_ros.atomic import atomic_write_json
 from training.demo.report import rate_entry
+from training.demo.stages import StageBook, StageRunner
 
 EVAL_FIRST_SEED = 10_000
 
@@ -49,6 +51,16 @@ class SpotDemoConfig:
         return replace(cls(demos=6, iters=150, eval_episodes=3, video_episodes=1), **overrides)
 
 
+def spot_stage_keys(config: SpotDemoConfig) -> dict[str, dict[str, Any]]:
+    """Stage name -> the settings its output depends on (each stage's includes the ones
+    before it), so a re-run with other settings is refused instead of mixing them."""
+    d = json.loads(json.dumps(asdict(config)))  # as stages.json stores it (lists)
+    dataset = {k: d[k] for k in ("demos", "demo_seed")}
+    policy = {**dataset, **{k: d[k] for k in ("encoder", "iters", "batch_size", "lr",
+                                               "horizon", "down_dims")}}
+    return {"dataset": dataset, "policy": policy, "bundle": dict(policy)}
+
+
 def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
                   log: Callable[[str], None] = print, show_progress: bool = True
                   ) -> dict[str, Any]:
@@ -62,15 +74,8 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", asdict(config))
     paths = {"dataset": out / "dataset", "policy": out / "policy", "bundle": out / "bundle"}
-    stages: dict[str, float] = {}
     t_start = time.perf_counter()
-
-    def timed(name: str, work: Callable[[], None]) -> None:
-        log(f"[{name}] ...")
-        t0 = time.perf_counter()
-        work()
-        stages[name] = time.perf_counter() - t0
-        log(f"[{name}] done in {stages[name]:.0f} s")
+    runner = StageRunner(StageBook.load(out), spot_stage_keys(config), log)
 
     recorded: dict[str, Any] = {}
 
@@ -104,12 +109,9 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
                       ExportOptions(dataset=str(paths["dataset"]), overwrite=True),
                       log=lambda s: log(f"  {s}"))
 
-    if not (paths["dataset"] / "meta" / "info.json").exists():
-        timed("record", record)
-    if not (paths["policy"] / "policy.json").exists():
-        timed("train", train)
-    if not (paths["bundle"] / "bundle.yaml").exists():
-        timed("export", export)
+    runner.run("dataset", paths["dataset"] / "meta" / "info.json", record)
+    runner.run("policy", paths["policy"] / "policy.json", train)
+    runner.run("bundle", paths["bundle"] / "bundle.yaml", export)
 
     from theia_ros.control import ChunkingConfig
     from theia_ros.evaluate.spot_drawer import run_drawer_episodes
@@ -134,6 +136,7 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
                                   make_history=runtime.make_history)
     finally:
         runtime.close()
+    stages = {name: w["wall_s"] for name, w in runner.walls.items()}
     stages["evaluate"] = time.perf_counter() - t0
     successes = sum(e.success for e in run.episodes)
     report = {
@@ -145,6 +148,7 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
         "timing": run.timing(),
         "overruns": run.overruns,
         "stage_wall_s": stages,
+        "stages": runner.walls,
         "total_wall_s": time.perf_counter() - t_start,
         "video": str(out / "rollout.mp4") if (out / "rollout.mp4").exists() else None,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,28 @@ class StageBook:
                for n, r in self.records.items()}
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(self.out / STAGES_FILE, doc)
+
+
+class StageRunner:
+    """Runs each stage unless the stage book says it is done with the same settings."""
+
+    def __init__(self, book: StageBook, keys: dict[str, Any], log: Callable[[str], None]):
+        self.book, self.keys, self.log = book, keys, log
+        self.walls: dict[str, dict[str, Any]] = {}
+
+    def run(self, name: str, output: Path, work: Callable[[], None]) -> None:
+        book, key, log = self.book, self.keys[name], self.log
+        if book.is_done(name, key, output):
+            rec = book.records[name]
+            log(f"[{name}] already done with these settings ({rec.wall_s:.0f} s on "
+                f"{rec.finished}): skipped")
+            self.walls[name] = {"wall_s": 0.0, "skipped": True, "original_wall_s": rec.wall_s}
+            return
+        book.check_fresh(name, key, output)
+        log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        work()
+        wall = time.perf_counter() - t0
+        book.finish(name, key, wall)
+        self.walls[name] = {"wall_s": wall, "skipped": False}
+        log(f"[{name}] done in {wall:.0f} s")
