@@ -154,7 +154,9 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
     }
     from training.demo.spot_report import write_frame_strip, write_spot_plot
 
-    plot = write_spot_plot(out / "report.png", report, [1e3 * t for t in run.tick_s])
+    tick_ms = [round(1e3 * t, 2) for t in run.tick_s]
+    report["tick_ms"] = tick_ms  # every control step, so the figure can be redrawn
+    plot = write_spot_plot(out / "report.png", report, tick_ms)
     strip = (write_frame_strip(out / "rollout.mp4", out / "rollout.png")
              if report["video"] else None)
     report["figures"] = [str(p) for p in (plot, strip) if p is not None]

@@ -41,8 +41,8 @@ def write_spot_plot(path: str | Path, report: Mapping[str, Any],
     ax.set_xticks(x, [str(t["seed"] - trials[0]["seed"]) for t in trials], fontsize=7)
     ax.set_xlabel(f"held-out trial (seed - {trials[0]['seed']})" if trials else "trial")
     ax.set_ylabel("drawer opening (cm)")
-    ax.set_ylim(0, max(25.0, float(most.max(initial=0.0)) + 3))
-    ax.legend(fontsize=7, loc="upper right")
+    ax.set_ylim(0, max(25.0, float(most.max(initial=0.0))) + 9)  # room for the legend
+    ax.legend(fontsize=7, loc="upper center", ncol=3, frameon=False)
     ax.set_title(f"success {s['successes']}/{s['n']} = {100 * s['rate']:.0f} % "
                  f"(95 % Wilson CI {100 * s['ci95_low']:.0f}-{100 * s['ci95_high']:.0f} %)",
                  fontsize=10)
