@@ -32,6 +32,16 @@ def test_quick_spot_drawer_demo(tmp_path, monkeypatch):
     assert report["timing"]["tick_ms"]["p50"] is not None
     assert (tmp_path / "rollout.mp4").exists()
     assert json.loads((tmp_path / "report.json").read_text())["success"]["n"] == 1
+    assert (tmp_path / "report.png").exists() and (tmp_path / "rollout.png").exists()
+    # the same bundle through `theia eval --task spot_drawer`
+    from theia_ros.cli import main as theia_main
+
+    rc = theia_main(["eval", str(tmp_path / "bundle"), "--task", "spot_drawer",
+                     "--episodes", "1", "--max-steps", "8", "--video-episodes", "0",
+                     "--out", str(tmp_path / "eval")])
+    assert rc == 0
+    again = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert again["success"]["n"] == 1 and again["per_episode"][0]["steps"] >= 5
 
 
 def test_report_figures(tmp_path):

@@ -132,3 +132,19 @@ def test_eval_runs_a_policy_folder_on_the_sim(dataset: Path, encoder_ckpt: Path,
     assert ev["episodes"] == 1 and ev["faulted"] == 0 and ev["cameras"] == ["front", "wrist"]
     assert ev["per_episode"][0]["steps"] + ev["per_episode"][0]["holds"] >= 1
     assert theia_main(["eval", str(tmp_path / "nothing")]) == 2
+
+
+def test_eval_on_the_spot_drawer_refuses_a_widowx_policy(dataset: Path, encoder_ckpt: Path,
+                                                        tmp_path: Path, capsys) -> None:
+    """A WidowX policy (EE deltas) is refused by the Spot drawer before any robot is started,
+    and the drawer has no --fast mode (its simulated robot keeps wall-clock time)."""
+    out = tmp_path / "p"
+    train_policy(TrainConfig(dataset=str(dataset), out=str(out), encoder=str(encoder_ckpt),
+                             iters=1, batch_size=4, head=TINY_CNN, tensorboard=False,
+                             checkpoint_every=0), show_progress=False)
+    argv = ["eval", str(out), "--task", "spot_drawer", "--out", str(tmp_path / "e")]
+    assert theia_main(argv) == 2
+    assert "absolute hand poses" in capsys.readouterr().err
+    assert theia_main([*argv, "--fast"]) == 2
+    assert "real time only" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "report.json").exists()

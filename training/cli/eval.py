@@ -1,15 +1,19 @@
-"""Evaluate a policy folder or a bundle closed-loop on a sim task (today: the WidowX door).
+"""Evaluate a policy folder or a bundle closed-loop on a sim task: the WidowX door or the Spot
+drawer.
 
-The same held-out episodes and report as ``theia demo``'s evaluate stage: success with 95 %
-Wilson intervals, per-stage success, control-step latency, an optional rollout video,
-``report.json`` and ``report.png``. A policy folder (``theia train-policy`` output) runs with
-torch directly, no export needed; a bundle runs on any runtime backend. The exit status is
-1 when any episode ended in a control-loop fault (0 otherwise, whatever the success rate).
+The same held-out episodes and report as ``theia demo``'s evaluate stage (``--task door``:
+success with 95 % Wilson intervals, per-stage success, control-step latency; ``--task
+spot_drawer``: the drawer opening per trial, through ``SpotAdapter`` against the simulated
+Spot), an optional rollout video, ``report.json`` and ``report.png``. A policy folder
+(``theia train-policy`` output) runs with torch directly, no export needed; a bundle runs on
+any runtime backend. The exit status is 1 when any episode ended in a control-loop fault (0
+otherwise, whatever the success rate).
 
 Example::
 
     theia eval runs/door --episodes 20 --fast --out outputs/eval-door
     theia eval bundles/door --backend onnxruntime --episodes 5 --video-episodes 2
+    theia eval outputs/spot/bundle --task spot_drawer --episodes 20
 """
 
 from __future__ import annotations
@@ -20,18 +24,24 @@ from pathlib import Path
 
 from theia_ros.errors import TheiaError
 
-TASKS = ("door",)
+TASKS = ("door", "spot_drawer")
+# per task: (ticks per episode, replan_every): the demos' settings
+TASK_DEFAULTS = {"door": (60, 1), "spot_drawer": (45, 3)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("policy", help="policy folder (policy.json) or bundle (bundle.yaml)")
-    parser.add_argument("--task", choices=TASKS, default="door", help="sim task (door)")
+    parser.add_argument("--task", choices=TASKS, default="door",
+                        help="sim task: door (WidowX) | spot_drawer (Spot, real time only)")
     parser.add_argument("--episodes", type=int, default=20, help="held-out episodes (20)")
     parser.add_argument("--seed", type=int, default=10_000,
                         help="scene seed of the first episode (10000: the demo's held-out "
                              "range)")
-    parser.add_argument("--max-steps", type=int, default=60, help="ticks per episode (60)")
-    parser.add_argument("--replan-every", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="ticks per episode (door 60, spot_drawer 45)")
+    parser.add_argument("--replan-every", type=int, default=None,
+                        help="ticks between plans (door 1, spot_drawer 3 with asynchronous "
+                             "planning)")
     parser.add_argument("--no-ensemble", action="store_true",
                         help="execute chunks as planned instead of temporal ensembling")
     parser.add_argument("--fast", action="store_true",
@@ -67,13 +77,21 @@ def main(args: argparse.Namespace) -> int:
     from training.demo.pipeline import _preload_torch_stack, evaluate_runtime
     from training.demo.report import format_report, write_plot
 
+    max_steps, replan_every = TASK_DEFAULTS[args.task]
+    args.max_steps = max_steps if args.max_steps is None else args.max_steps
+    args.replan_every = replan_every if args.replan_every is None else args.replan_every
     if args.episodes < 1 or args.max_steps < 1 or args.video_episodes < 0:
         raise TheiaError("--episodes and --max-steps must be >= 1, --video-episodes >= 0")
+    if args.task == "spot_drawer" and args.fast:
+        raise TheiaError("--fast: the Spot drawer runs in real time only (the simulated "
+                         "robot keeps wall-clock time)")
     _preload_torch_stack()
     out = Path(args.out or f"outputs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     runtime = open_policy(args.policy, args.backend, args.device, args.threads)
+    if args.task == "spot_drawer":
+        return _eval_drawer(args, runtime, out, t0)
     try:
         settings = RunSettings(rate_hz=float(runtime.meta.control_rate_hz),
                                max_steps=args.max_steps, replan_every=args.replan_every,
@@ -104,6 +122,32 @@ def main(args: argparse.Namespace) -> int:
     report["paths"]["plot"] = str(plot) if plot else None
     atomic_write_json(out / "report.json", report)
     print(format_report(report))
+    if evaluation["faulted"]:
+        print(f"theia eval: {evaluation['faulted']} episode(s) ended in a control-loop fault")
+        return 1
+    return 0
+
+
+def _eval_drawer(args: argparse.Namespace, runtime, out: Path, t0: float) -> int:
+    from theia_ros.atomic import atomic_write_json
+    from training.demo.spot_pipeline import evaluate_drawer, summary_line
+
+    kind = runtime.meta.action_kind
+    if kind != "ee_absolute":
+        runtime.close()
+        raise TheiaError(f"{args.policy}: its actions are {kind}; the Spot drawer needs a "
+                         "policy of absolute hand poses (ee_absolute), trained on Spot data")
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    try:
+        evaluation = evaluate_drawer(runtime, seeds, out, max_steps=args.max_steps,
+                                     replan_every=args.replan_every,
+                                     video_episodes=args.video_episodes)
+    finally:
+        runtime.close()
+    report = {"title": f"evaluate {args.policy} on the simulated Spot drawer", **evaluation,
+              "total_wall_s": time.perf_counter() - t0}
+    atomic_write_json(out / "report.json", report)
+    print(summary_line(report) + f"; report {out / 'report.json'}")
     if evaluation["faulted"]:
         print(f"theia eval: {evaluation['faulted']} episode(s) ended in a control-loop fault")
         return 1

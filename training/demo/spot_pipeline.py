@@ -113,58 +113,77 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
     runner.run("policy", paths["policy"] / "policy.json", train)
     runner.run("bundle", paths["bundle"] / "bundle.yaml", export)
 
-    from theia_ros.control import ChunkingConfig
-    from theia_ros.evaluate.spot_drawer import run_drawer_episodes
     from theia_ros.runtime import load
 
     runtime = load(paths["bundle"], backend=config.backend, threads=config.threads)
     seeds = list(range(config.eval_seed, config.eval_seed + config.eval_episodes))
-    chunking = ChunkingConfig(replan_every=config.replan_every,
-                              async_planning=config.async_planning)
+    t0 = time.perf_counter()
+    try:
+        evaluation = evaluate_drawer(runtime, seeds, out, max_steps=config.max_steps,
+                                     replan_every=config.replan_every,
+                                     async_planning=config.async_planning,
+                                     video_episodes=config.video_episodes, log=log)
+    finally:
+        runtime.close()
+    stages = {name: w["wall_s"] for name, w in runner.walls.items()}
+    stages["evaluate"] = time.perf_counter() - t0
+    report = {
+        "title": "Spot drawer (simulated Spot, real bosdyn-client): diffusion policy, 5 Hz",
+        "config": asdict(config),
+        "recorded": recorded,
+        **evaluation,
+        "stage_wall_s": stages,
+        "stages": runner.walls,
+        "total_wall_s": time.perf_counter() - t_start,
+    }
+    atomic_write_json(out / "report.json", report)
+    log(summary_line(report) + "; stages " + ", ".join(f"{k} {v:.0f} s"
+                                                       for k, v in stages.items()))
+    return report
+
+
+def evaluate_drawer(runtime, seeds: list[int], out: Path, *, max_steps: int = 45,
+                    replan_every: int = 3, async_planning: bool = True,
+                    video_episodes: int = 2, log: Callable[[str], None] = print
+                    ) -> dict[str, Any]:
+    """Closed-loop trials of ``runtime`` (a bundle or policy-folder runtime) on ``seeds``
+    through ``SpotAdapter``; writes ``rollout.mp4``, ``rollout.png`` and ``report.png`` under
+    ``out`` and returns the report's evaluation part."""
+    from theia_ros.control import ChunkingConfig
+    from theia_ros.evaluate.spot_drawer import run_drawer_episodes
+    from training.demo.spot_report import write_frame_strip, write_spot_plot
 
     def show(ep) -> None:
         log(f"  seed {ep.seed}: {'OPEN  ' if ep.success else 'closed'} drawer "
             f"{100 * ep.opening_m:5.1f} cm (max {100 * ep.max_opening_m:5.1f}), "
             f"{ep.steps} steps, {ep.holds} holds" + (f", fault {ep.fault}" if ep.fault else ""))
 
-    t0 = time.perf_counter()
     log(f"[evaluate] {len(seeds)} held-out seeds, 5 Hz through SpotAdapter ...")
-    try:
-        run = run_drawer_episodes(runtime, seeds, max_steps=config.max_steps,
-                                  chunking=chunking, video=str(out / "rollout.mp4"),
-                                  video_episodes=config.video_episodes, on_episode=show,
-                                  make_history=runtime.make_history)
-    finally:
-        runtime.close()
-    stages = {name: w["wall_s"] for name, w in runner.walls.items()}
-    stages["evaluate"] = time.perf_counter() - t0
-    successes = sum(e.success for e in run.episodes)
-    report = {
-        "title": "Spot drawer (simulated Spot, real bosdyn-client): diffusion policy, 5 Hz",
-        "config": asdict(config),
-        "recorded": recorded,
-        "success": rate_entry(successes, len(run.episodes)),
+    video = out / "rollout.mp4"
+    run = run_drawer_episodes(runtime, seeds, max_steps=max_steps,
+                              chunking=ChunkingConfig(replan_every=replan_every,
+                                                      async_planning=async_planning),
+                              video=str(video) if video_episodes else None,
+                              video_episodes=video_episodes, on_episode=show,
+                              make_history=runtime.make_history)
+    tick_ms = [round(1e3 * t, 2) for t in run.tick_s]
+    evaluation: dict[str, Any] = {
+        "success": rate_entry(sum(e.success for e in run.episodes), len(run.episodes)),
         "per_episode": [asdict(e) for e in run.episodes],
+        "faulted": sum(e.fault is not None for e in run.episodes),
         "timing": run.timing(),
         "overruns": run.overruns,
-        "stage_wall_s": stages,
-        "stages": runner.walls,
-        "total_wall_s": time.perf_counter() - t_start,
-        "video": str(out / "rollout.mp4") if (out / "rollout.mp4").exists() else None,
+        "video": str(video) if video_episodes and video.exists() else None,
+        "tick_ms": tick_ms,  # every control step, so the figure can be redrawn
     }
-    from training.demo.spot_report import write_frame_strip, write_spot_plot
+    plot = write_spot_plot(out / "report.png", evaluation, tick_ms)
+    strip = write_frame_strip(video, out / "rollout.png") if evaluation["video"] else None
+    evaluation["figures"] = [str(p) for p in (plot, strip) if p is not None]
+    return evaluation
 
-    tick_ms = [round(1e3 * t, 2) for t in run.tick_s]
-    report["tick_ms"] = tick_ms  # every control step, so the figure can be redrawn
-    plot = write_spot_plot(out / "report.png", report, tick_ms)
-    strip = (write_frame_strip(out / "rollout.mp4", out / "rollout.png")
-             if report["video"] else None)
-    report["figures"] = [str(p) for p in (plot, strip) if p is not None]
-    atomic_write_json(out / "report.json", report)
-    s = report["success"]
-    t = report["timing"]["tick_ms"]
-    log(f"success {s['successes']}/{s['n']} (95 % CI {100 * s['ci95_low']:.0f}-"
-        f"{100 * s['ci95_high']:.0f} %); control step p50 {t['p50'] or 0:.1f} ms p90 "
-        f"{t['p90'] or 0:.1f} ms; stages " + ", ".join(f"{k} {v:.0f} s" for k, v in
-                                                      stages.items()))
-    return report
+
+def summary_line(report: dict[str, Any]) -> str:
+    s, t = report["success"], report["timing"]["tick_ms"]
+    return (f"success {s['successes']}/{s['n']} (95 % CI {100 * s['ci95_low']:.0f}-"
+            f"{100 * s['ci95_high']:.0f} %); control step p50 {t['p50'] or 0:.1f} ms p90 "
+            f"{t['p90'] or 0:.1f} ms")
