@@ -139,8 +139,11 @@ def test_stage_book_refuses_foreign_or_mismatched_unfinished_output(tmp_path) ->
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "x.txt").write_text("not from the demo")
-    with pytest.raises(TheiaError, match="not made by theia demo"):
+    with pytest.raises(TheiaError, match="no stage record"):
         book.check_fresh("dataset", key, foreign)
+    # a stage whose output is a file (the Spot demo's policy.json, bundle.yaml)
+    with pytest.raises(TheiaError, match="no stage record"):
+        book.check_fresh("bundle", key, foreign / "x.txt")
     (out / STAGES_FILE).write_text("{broken")
     with pytest.raises(TheiaError, match="unreadable"):
         StageBook.load(out)

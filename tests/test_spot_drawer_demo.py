@@ -59,7 +59,8 @@ def test_report_figures(tmp_path):
               for i in range(3)]
     report = {"per_episode": trials, "success": rate_entry(2, 3)}
     png = write_spot_plot(tmp_path / "report.png", report, [30.0, 31.0, 45.0])
-    assert cv2.imread(str(png)).shape[:2] == (342, 900)
+    height, width = cv2.imread(str(png)).shape[:2]
+    assert width > 2 * height > 400  # two panels side by side
 
     writer = VideoWriter(tmp_path / "v.mp4", 5.0)
     levels = np.linspace(20, 235, 10).astype(np.uint8)
@@ -71,6 +72,10 @@ def test_report_figures(tmp_path):
     assert strip.shape == (32, 128, 3)
     tiles = [float(strip[:, 32 * i:32 * (i + 1)].mean()) for i in range(4)]
     np.testing.assert_allclose(tiles, levels[[0, 3, 6, 9]], atol=4)
+    first = cv2.imread(str(write_frame_strip(tmp_path / "v.mp4", tmp_path / "f.png", frames=2,
+                                             width=32, episode_frames=4)))
+    np.testing.assert_allclose([first[:, :32].mean(), first[:, 32:].mean()],
+                               levels[[0, 3]], atol=4)  # only the first trial's frames
     assert write_frame_strip(tmp_path / "missing.mp4", tmp_path / "none.png") is None
 
 
@@ -91,3 +96,37 @@ def test_stage_keys_survive_the_stage_book_and_refuse_other_settings(tmp_path):
     with pytest.raises(TheiaError, match="down_dims"):
         book.is_done("policy", other, tmp_path / "policy")
     assert spot_stage_keys(SpotDemoConfig(eval_episodes=5)) == keys  # evaluation only
+
+
+def test_recording_resumes_after_an_interruption(tmp_path, monkeypatch):
+    """Re-running the record stage finishes the dataset instead of adding another full set:
+    the seeds file says which scenes were used, and a save the seeds file missed (killed in
+    between) is recovered."""
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    from theia_ros.dataset import EpisodeDataset
+    from theia_ros.errors import TheiaError
+    from theia_ros.sim.spot.drawer_task import SEEDS_FILE, record_drawer_demos
+
+    out = tmp_path / "ds"
+    record_drawer_demos(out, 1, first_seed=5, image_hw=(64, 64), progress=False)
+    seeds_path = out / SEEDS_FILE
+    assert json.loads(seeds_path.read_text()) == {"seeds": [5], "attempts": 1}
+    seeds_path.write_text(json.dumps({"seeds": [], "attempts": 0}))  # killed before the note
+    res = record_drawer_demos(out, 2, first_seed=5, image_hw=(64, 64), progress=False)
+    assert len(res.episodes) == 1 and res.seeds == [6]  # the next scene, not seed 5 again
+    assert EpisodeDataset(out).num_episodes == 2
+    assert json.loads(seeds_path.read_text()) == {"seeds": [5, 6], "attempts": 2}
+    assert record_drawer_demos(out, 2, first_seed=5, progress=False) is None  # done
+    seeds_path.write_text(json.dumps({"seeds": [], "attempts": 0}))
+    with pytest.raises(TheiaError, match="not a drawer demo dataset"):
+        record_drawer_demos(out, 3, first_seed=5, progress=False)
+
+
+@pytest.mark.parametrize("flag", [["--fast"], ["--finetune"], ["--camera", "wrist"],
+                                  ["--epochs", "3"]])
+def test_door_only_flags_are_refused_for_the_spot_demo(flag, tmp_path, capsys):
+    from theia_ros.cli import main as theia_main
+
+    out = tmp_path / "spot"
+    assert theia_main(["demo", "--task", "spot_drawer", "--out", str(out), *flag]) == 2
+    assert flag[0] in capsys.readouterr().err and not out.exists()

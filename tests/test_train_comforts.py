@@ -148,3 +148,18 @@ def test_eval_on_the_spot_drawer_refuses_a_widowx_policy(dataset: Path, encoder_
     assert theia_main([*argv, "--fast"]) == 2
     assert "real time only" in capsys.readouterr().err
     assert not (tmp_path / "e" / "report.json").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({}, None), ({"action_kind": "ee_delta"}, "absolute hand poses"),
+    ({"cameras": ("front", "wrist")}, "serves only 'front'"), ({"state_dim": 8}, "7"),
+    ({"control_rate_hz": 10.0}, "5 Hz"), ({"horizon": 2}, "exceeds its chunk horizon")])
+def test_drawer_mismatch_names_what_the_simulated_spot_cannot_serve(change, message) -> None:
+    from types import SimpleNamespace
+
+    from training.cli.eval import drawer_mismatch
+
+    fields = {"action_kind": "ee_absolute", "cameras": ("front",), "state_dim": 7,
+              "control_rate_hz": 5.0, "horizon": 4}
+    problem = drawer_mismatch(SimpleNamespace(**{**fields, **change}), replan_every=3)
+    assert (problem is None) if message is None else (message in problem)

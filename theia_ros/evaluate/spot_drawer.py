@@ -1,12 +1,14 @@
 """Closed-loop drawer episodes on the simulated Spot, through ``SpotAdapter`` and the control core.
 
 The simulator (``theia_ros.sim.spot``, a stand-in, not Boston Dynamics' software) is started
-once; one ``SpotAdapter`` connection (real ``bosdyn-client``: lease, power, stand, streamed arm
-trajectories, JPEG images) serves every episode. Per held-out seed: the scene is reset (drawer
-closed, body placed at the seed's pose), the scripted reset move brings the hand to its start
-pose (as before each demonstration: in front of and above the handle, jittered), then the
-policy runs ``max_steps`` ticks at the loop's rate with the configured chunk execution
-(asynchronous planning as ``config/spot_drawer.yaml``). Success: drawer opened >= 10 cm.
+once; a ``SpotAdapter`` connection (real ``bosdyn-client``: lease, power, stand, streamed arm
+trajectories, JPEG images) serves the episodes, and a fresh one is made after an episode that
+faulted (the loop's safe stop sat the robot down). Per held-out seed: the scene is reset
+(drawer closed, body placed at the seed's pose), the scripted reset move brings the hand to
+the start pose (the same body-frame pose on every seed, jittered +-2 cm, as before each
+demonstration), then the policy runs ``max_steps`` ticks at the loop's rate with the
+configured chunk execution (asynchronous planning as ``config/spot_drawer.yaml``). Success:
+drawer opened >= 10 cm.
 """
 
 from __future__ import annotations

@@ -143,7 +143,8 @@ def record_spot(config, out: str | Path, episodes: int, *,
                 between_episodes: Callable[[int], None] | None = None,
                 prepare_episode: Callable[[int], DrawerScript] | None = None,
                 judge: Callable[[ScriptedDrawerPolicy], bool] | None = None,
-                keep_failures: bool = True, progress: bool = True) -> SpotRecordResult:
+                keep_failures: bool = True, progress: bool = True,
+                on_attempt: Callable[[int, bool], None] | None = None) -> SpotRecordResult:
     """Record ``episodes`` scripted drawer openings on Spot into the dataset at ``out``.
 
     Args:
@@ -166,6 +167,8 @@ def record_spot(config, out: str | Path, episodes: int, *,
             another attempt made, at most ``2 * episodes + 10`` attempts), as the paper kept
             only successful demonstrations.
         progress: show a tqdm bar.
+        on_attempt: called after each finished attempt with its seed and whether it was
+            saved (after the save), e.g. to note the seeds used for a later resume.
 
     Raises TheiaError on a robot fault (after a safe stop; the unfinished episode is dropped,
     saved ones stay), a script that leaves the workspace, or a mismatched dataset.
@@ -243,8 +246,12 @@ def record_spot(config, out: str | Path, episodes: int, *,
                 if not success and not keep_failures:
                     writer.discard_episode()
                     log.info("spot record: attempt %d failed; discarded", number)
+                    if on_attempt is not None:
+                        on_attempt(seed + number, False)
                     continue
                 result.episodes.append(writer.save_episode(success))
+                if on_attempt is not None:
+                    on_attempt(seed + number, True)
                 result.successes.append(success)
                 result.frames.append(frames)
                 result.seeds.append(seed + number)

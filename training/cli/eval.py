@@ -82,9 +82,10 @@ def main(args: argparse.Namespace) -> int:
     args.replan_every = replan_every if args.replan_every is None else args.replan_every
     if args.episodes < 1 or args.max_steps < 1 or args.video_episodes < 0:
         raise TheiaError("--episodes and --max-steps must be >= 1, --video-episodes >= 0")
-    if args.task == "spot_drawer" and args.fast:
-        raise TheiaError("--fast: the Spot drawer runs in real time only (the simulated "
-                         "robot keeps wall-clock time)")
+    if args.task == "spot_drawer" and (args.fast or args.no_ensemble):
+        raise TheiaError("--fast / --no-ensemble: the Spot drawer runs in real time only (the "
+                         "simulated robot keeps wall-clock time) and executes chunks as "
+                         "planned, with asynchronous planning")
     _preload_torch_stack()
     out = Path(args.out or f"outputs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
@@ -128,15 +129,31 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def drawer_mismatch(meta, replan_every: int) -> str | None:
+    """Why a policy cannot run on the simulated Spot drawer (which serves one camera,
+    ``front``, a 7-number state, at 5 Hz), or None. Checked before any robot is started."""
+    if meta.action_kind != "ee_absolute":
+        return (f"its actions are {meta.action_kind}; the Spot drawer needs a policy of "
+                "absolute hand poses (ee_absolute), trained on Spot data")
+    if tuple(meta.cameras) != ("front",):
+        return f"it looks through {list(meta.cameras)}; the simulated Spot serves only 'front'"
+    if meta.state_dim != 7:
+        return f"its state has {meta.state_dim} numbers; Spot's has 7 (6 arm joints + claw)"
+    if abs(float(meta.control_rate_hz) - 5.0) > 1e-6:
+        return f"it was trained at {meta.control_rate_hz} Hz; the drawer runs at 5 Hz"
+    if replan_every > meta.horizon:
+        return f"--replan-every {replan_every} exceeds its chunk horizon {meta.horizon}"
+    return None
+
+
 def _eval_drawer(args: argparse.Namespace, runtime, out: Path, t0: float) -> int:
     from theia_ros.atomic import atomic_write_json
     from training.demo.spot_pipeline import evaluate_drawer, summary_line
 
-    kind = runtime.meta.action_kind
-    if kind != "ee_absolute":
+    problem = drawer_mismatch(runtime.meta, args.replan_every)
+    if problem:
         runtime.close()
-        raise TheiaError(f"{args.policy}: its actions are {kind}; the Spot drawer needs a "
-                         "policy of absolute hand poses (ee_absolute), trained on Spot data")
+        raise TheiaError(f"{args.policy}: {problem}")
     seeds = list(range(args.seed, args.seed + args.episodes))
     try:
         evaluation = evaluate_drawer(runtime, seeds, out, max_steps=args.max_steps,

@@ -80,14 +80,17 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
     recorded: dict[str, Any] = {}
 
     def record() -> None:
-        from theia_ros.sim.spot.drawer_task import record_drawer_demos
+        from theia_ros.dataset import EpisodeDataset
+        from theia_ros.sim.spot.drawer_task import SEEDS_FILE, record_drawer_demos
 
-        res = record_drawer_demos(paths["dataset"], config.demos, first_seed=config.demo_seed,
-                                  progress=show_progress)
-        recorded.update(episodes=len(res.episodes), attempts=res.attempts, seeds=res.seeds,
-                        frames=sum(res.frames))
-        log(f"  {len(res.episodes)} successful demos of {res.attempts} attempts, "
-            f"{sum(res.frames)} frames")
+        record_drawer_demos(paths["dataset"], config.demos, first_seed=config.demo_seed,
+                            progress=show_progress)  # resumes an interrupted recording
+        ds = EpisodeDataset(paths["dataset"])
+        seeds = json.loads((paths["dataset"] / SEEDS_FILE).read_text())
+        recorded.update(episodes=ds.num_episodes, attempts=seeds["attempts"],
+                        seeds=seeds["seeds"], frames=ds.num_frames)
+        log(f"  {ds.num_episodes} successful demos of {seeds['attempts']} attempts, "
+            f"{ds.num_frames} frames")
 
     def train() -> None:
         from training.bc.config import TrainConfig
@@ -168,6 +171,9 @@ def evaluate_drawer(runtime, seeds: list[int], out: Path, *, max_steps: int = 45
                               make_history=runtime.make_history)
     tick_ms = [round(1e3 * t, 2) for t in run.tick_s]
     evaluation: dict[str, Any] = {
+        "settings": {"seeds": [seeds[0], seeds[-1]], "max_steps": max_steps,
+                     "replan_every": replan_every, "async_planning": async_planning,
+                     "backend": runtime.backend},
         "success": rate_entry(sum(e.success for e in run.episodes), len(run.episodes)),
         "per_episode": [asdict(e) for e in run.episodes],
         "faulted": sum(e.fault is not None for e in run.episodes),
@@ -177,7 +183,10 @@ def evaluate_drawer(runtime, seeds: list[int], out: Path, *, max_steps: int = 45
         "tick_ms": tick_ms,  # every control step, so the figure can be redrawn
     }
     plot = write_spot_plot(out / "report.png", evaluation, tick_ms)
-    strip = write_frame_strip(video, out / "rollout.png") if evaluation["video"] else None
+    first = run.episodes[0] if run.episodes else None
+    strip = (write_frame_strip(video, out / "rollout.png",
+                               episode_frames=first.steps + first.holds)
+             if evaluation["video"] and first is not None else None)
     evaluation["figures"] = [str(p) for p in (plot, strip) if p is not None]
     return evaluation
 

@@ -68,14 +68,15 @@ def write_spot_plot(path: str | Path, report: Mapping[str, Any],
 
 
 def write_frame_strip(video: str | Path, path: str | Path, frames: int = 4,
-                      width: int = 240) -> Path | None:
-    """``frames`` evenly spaced frames of ``video`` side by side (None if it has none)."""
+                      width: int = 240, episode_frames: int | None = None) -> Path | None:
+    """``frames`` evenly spaced frames of the video's first ``episode_frames`` (the first
+    trial; default: the whole video) side by side. None if the video has no frames."""
     import cv2
 
     cap = cv2.VideoCapture(str(video))
     images = []
     try:
-        while True:
+        while episode_frames is None or len(images) < episode_frames:
             ok, frame = cap.read()
             if not ok:
                 break
@@ -84,8 +85,7 @@ def write_frame_strip(video: str | Path, path: str | Path, frames: int = 4,
         cap.release()
     if not images:
         return None
-    # the first episode only: its frames come first; skip the held first tick
-    picks = np.linspace(0, min(len(images), 45) - 1, frames).round().astype(int)
+    picks = np.linspace(0, len(images) - 1, frames).round().astype(int)
     tiles = [cv2.resize(images[i], (width, width * images[i].shape[0] // images[i].shape[1]))
              for i in picks]
     strip = np.concatenate(tiles, axis=1)

@@ -77,9 +77,9 @@ class StageBook:
             if old != key:
                 raise TheiaError(f"{output}: a {name} stage with other settings was started "
                                  "here and not finished; use a new --out or delete it")
-        elif output.exists() and any(output.iterdir()):
-            raise TheiaError(f"{output}: exists but was not made by theia demo; use a new "
-                             "--out")
+        elif output.is_file() or (output.is_dir() and any(output.iterdir())):
+            raise TheiaError(f"{output}: exists but has no stage record here (made by an "
+                             "older theia demo, or by something else); use a new --out")
         marker.parent.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(marker, key)
 

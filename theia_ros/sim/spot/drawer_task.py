@@ -11,6 +11,7 @@ use ``reset(seed)`` / ``script_for`` / ``opening_m`` for the parts an operator w
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 from pathlib import Path
@@ -106,19 +107,52 @@ class DrawerSim:
         return self.opening_m >= SUCCESS_OPEN_M
 
 
+SEEDS_FILE = "demo_seeds.json"  # {"seeds": [saved], "attempts": n}: what a resume needs
+
+
 def record_drawer_demos(out: str | Path, episodes: int, *, first_seed: int = 0,
                         image_hw: tuple[int, int] = (224, 224), progress: bool = True):
-    """Record ``episodes`` successful scripted drawer openings through ``SpotAdapter`` against
-    the simulator (attempt ``i`` uses scene seed ``first_seed + i``; failures are discarded).
-    Returns the ``SpotRecordResult``."""
+    """Record (or finish recording) ``episodes`` successful scripted drawer openings through
+    ``SpotAdapter`` against the simulator. Attempt ``i`` uses scene seed ``first_seed + i``;
+    failures are discarded. The seeds used so far are kept in ``<out>/demo_seeds.json``, so
+    a re-run after an interruption continues with the next seed instead of adding another
+    ``episodes``. Returns the ``SpotRecordResult`` of this call (None when nothing was left
+    to record)."""
+    from theia_ros.atomic import atomic_write_json
+    from theia_ros.dataset import EpisodeDataset
+    from theia_ros.dataset.layout import INFO_PATH
+    from theia_ros.errors import TheiaError
     from theia_ros.record.spot import record_spot
 
-    with DrawerSim(image_hw=image_hw, seed=first_seed) as sim:
+    out = Path(out)
+    seeds_path = out / SEEDS_FILE
+    state = json.loads(seeds_path.read_text()) if seeds_path.exists() else \
+        {"seeds": [], "attempts": 0}
+    saved = EpisodeDataset(out).num_episodes if (out / INFO_PATH).exists() else 0
+    if saved == len(state["seeds"]) + 1:  # killed between a save and the seeds file
+        state["seeds"].append(first_seed + state["attempts"])
+        state["attempts"] += 1
+        atomic_write_json(seeds_path, state)
+    if saved != len(state["seeds"]):
+        raise TheiaError(f"{out}: {saved} episodes but {seeds_path.name} lists "
+                         f"{len(state['seeds'])} seeds; not a drawer demo dataset, use a new "
+                         "output folder")
+    if saved >= episodes:
+        return None
+    start = first_seed + state["attempts"]
+
+    def noted(seed: int, kept: bool) -> None:
+        state["attempts"] = seed - first_seed + 1
+        if kept:
+            state["seeds"].append(seed)
+        atomic_write_json(seeds_path, state)
+
+    with DrawerSim(image_hw=image_hw, seed=start) as sim:
         def prepare(number: int) -> DrawerScript:
-            sim.reset(first_seed + number)
+            sim.reset(start + number)
             return sim.script_for()
 
-        return record_spot(sim.config(), out, episodes, script=sim.script_for(),
-                           seed=first_seed, prepare_episode=prepare,
+        return record_spot(sim.config(), out, episodes - saved, script=sim.script_for(),
+                           seed=start, prepare_episode=prepare,
                            judge=lambda _policy: sim.success, keep_failures=False,
-                           progress=progress)
+                           progress=progress, on_attempt=noted)
