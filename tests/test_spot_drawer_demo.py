@@ -130,3 +130,16 @@ def test_door_only_flags_are_refused_for_the_spot_demo(flag, tmp_path, capsys):
     out = tmp_path / "spot"
     assert theia_main(["demo", "--task", "spot_drawer", "--out", str(out), *flag]) == 2
     assert flag[0] in capsys.readouterr().err and not out.exists()
+
+
+def test_record_cli_on_the_simulated_spot_fills_the_dataset_up_to_episodes(tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    from theia_ros.cli import main as theia_main
+
+    argv = ["record", "--robot", "spot", "--scripted", "--sim", "--out", str(tmp_path / "d"),
+            "--episodes", "1"]
+    assert theia_main(argv) == 0
+    assert "saved 1 successful simulated Spot episode(s)" in capsys.readouterr().out
+    assert theia_main(argv) == 0  # already there: nothing recorded twice
+    assert "already holds 1" in capsys.readouterr().out

@@ -170,10 +170,14 @@ def main_spot(args: argparse.Namespace) -> int:
     if getattr(args, "sim", False):
         from theia_ros.sim.spot.drawer_task import record_drawer_demos
 
+        # the dataset is filled up to --episodes (an interrupted run continues its seeds)
         res = record_drawer_demos(args.out, int(args.episodes or 1),
                                   first_seed=int(getattr(args, "seed", 0) or 0))
-        print(f"saved {len(res.episodes)} successful simulated Spot episode(s) of "
-              f"{res.attempts} attempts to {args.out}")
+        if res is None:
+            print(f"{args.out} already holds {args.episodes or 1} simulated Spot episode(s)")
+        else:
+            print(f"saved {len(res.episodes)} successful simulated Spot episode(s) of "
+                  f"{res.attempts} attempts to {args.out}")
         return 0
     config_path = getattr(args, "config", None) or "config/spot_drawer.yaml"
     task_cfg = load_task_config(config_path)
