@@ -143,3 +143,27 @@ def test_record_cli_on_the_simulated_spot_fills_the_dataset_up_to_episodes(tmp_p
     assert "saved 1 successful simulated Spot episode(s)" in capsys.readouterr().out
     assert theia_main(argv) == 0  # already there: nothing recorded twice
     assert "already holds 1" in capsys.readouterr().out
+
+
+def test_a_faulted_trial_does_not_spoil_the_next(monkeypatch):
+    """A policy that fails faults its trial (the loop safe-stops: stow, sit, power off); the
+    next trial gets a fresh connection (power on, stand) and runs its ticks."""
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    import numpy as np
+
+    from theia_ros.control import ChunkingConfig
+    from theia_ros.evaluate.spot_drawer import run_drawer_episodes
+
+    calls = {"n": 0}
+
+    def policy(obs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("first trial's policy breaks")
+        return np.tile(np.r_[obs.ee_pose, obs.gripper], (4, 1))  # hold the hand where it is
+
+    run = run_drawer_episodes(policy, [10_000, 10_001], max_steps=4,
+                              chunking=ChunkingConfig(replan_every=1))
+    first, second = run.episodes
+    assert first.fault is not None and "breaks" in first.fault
+    assert second.fault is None and second.steps >= 3 and not second.success
