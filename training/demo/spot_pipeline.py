@@ -32,7 +32,7 @@ class SpotDemoConfig:
     demo_seed: int = 0
     encoder: str = "theia_tiny"
     iters: int = 3000
-    # a lighter U-Net than the library default (256, 512): 3x faster steps on 2 CPU cores
+    # a lighter U-Net than the library default (256, 512): 69 vs 141 ms a step on 2 cores
     down_dims: tuple[int, ...] = (128, 256)
     batch_size: int = 32
     lr: float = 3e-4
