@@ -256,6 +256,7 @@ class ActionChunker:
         self.buffer = ChunkBuffer(self.config.temporal_ensemble, self.config.ensemble_m)
         self._latencies_s: list[float] = []
         self.plans = 0
+        self.plans_since_reset = 0  # 0 while the first plan after a (re)start is in flight
         self.last_status = "idle"  # planned | continued | waiting | exhausted | idle
         self._last_plan_tick: int | None = None
         self._planner = AsyncPlanner(policy, self.clock) if self.config.async_planning else None
@@ -264,6 +265,7 @@ class ActionChunker:
     def reset(self) -> None:
         """Drop every stored chunk and any plan in flight; the next tick plans afresh."""
         self.buffer.clear()
+        self.plans_since_reset = 0
         self._last_plan_tick = None
         if self._planner is not None:
             self._planner.cancel()
@@ -292,6 +294,7 @@ class ActionChunker:
         self.buffer.add(result.chunk, result.tick)
         self._latencies_s.append(result.latency_s)
         self.plans += 1
+        self.plans_since_reset += 1
 
     def _check_horizon(self, chunk: np.ndarray) -> None:
         if chunk.shape[0] < self.config.replan_every:
@@ -318,6 +321,7 @@ class ActionChunker:
                 self._check_horizon(chunk)
                 self.buffer.add(chunk, tick)
                 self.plans += 1
+                self.plans_since_reset += 1
                 self._last_plan_tick = tick
             action = self.buffer.action_at(tick)
             self.last_status = "planned" if due else ("continued" if action is not None

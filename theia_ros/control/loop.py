@@ -461,7 +461,13 @@ class ControlLoop:
         self.safety.reset_reference()
         if status == "held":
             text = self.config.freshness.hold_text(reason, camera)
-            self._log.log(logging.WARNING, text, "holding: %s", text)
+            # waiting for the first plan after a start is expected with asynchronous planning
+            first_plan = reason == HoldReason.NO_PLAN.value and self.chunker.plans_since_reset == 0
+            if first_plan:
+                self._log.log(logging.INFO, "first_plan", "holding: %s (first plan in flight)",
+                              text)
+            else:
+                self._log.log(logging.WARNING, text, "holding: %s", text)
             if not self._holding:
                 self._send_hold()
         done = self.clock.now()
