@@ -11,8 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from policies.checkpoint import save_theia
-from policies.encoder import EncoderConfig, TheiaEncoder
 from policies.policy import load_policy
 from theia_ros.cli import main as theia_main
 from theia_ros.dataset import DatasetWriter, EpisodeDataset
@@ -44,13 +42,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         writer.save_episode(True)
     writer.close()
     return root
-
-
-@pytest.fixture(scope="module")
-def encoder_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    enc = TheiaEncoder(EncoderConfig(name="test_tiny", embed_dim=32, depth=1, num_heads=2))
-    return save_theia(enc, tmp_path_factory.mktemp("enc") / "theia_test")
 
 
 def test_chunks_pad_with_last_action_and_mask() -> None:
