@@ -8,7 +8,7 @@ to a zero-width interval (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,19 +142,29 @@ def write_plot(path: str | Path, report: Mapping[str, Any],
                  f"end) {s['successes']}/{s['n']} = {100 * s['rate']:.0f} %", fontsize=10)
     ax = axes[1]
     if tick_ms:
-        p50, p99 = (float(v) for v in np.percentile(tick_ms, [50, 99]))
-        ax.hist(tick_ms, bins=30, color="#3a6ea5")
-        period = 1e3 / ev["rate_hz"]
-        ax.axvline(period, color="k", ls="--", label=f"period {period:.0f} ms")
-        ax.axvline(p50, color="#d62728", ls=":", label=f"p50 {p50:.1f} ms")
-        ax.set_xlabel("control step (ms)")
-        ax.set_ylabel("ticks")
-        ax.legend(fontsize=8)
-        ax.set_title(f"control-step time, {len(tick_ms)} ticks (p99 {p99:.1f} ms)",
-                     fontsize=10)
+        tick_histogram(ax, tick_ms, 1e3 / ev["rate_hz"])
     else:
         ax.text(0.5, 0.5, "latency not measured (--fast)", ha="center", va="center")
         ax.set_axis_off()
+    return save_figure(fig, path)
+
+
+def tick_histogram(ax: Any, tick_ms: Sequence[float], period_ms: float) -> None:
+    """The control-step times against the period, with p50 marked and p99 in the title."""
+    p50, p99 = (float(v) for v in np.percentile(tick_ms, [50, 99]))
+    ax.hist(tick_ms, bins=30, color="#3a6ea5")
+    ax.axvline(period_ms, color="k", ls="--", label=f"period {period_ms:.0f} ms")
+    ax.axvline(p50, color="#d62728", ls=":", label=f"p50 {p50:.1f} ms")
+    ax.set_xlabel("control step (ms)")
+    ax.set_ylabel("ticks")
+    ax.legend(fontsize=8)
+    ax.set_title(f"control-step time, {len(tick_ms)} ticks (p99 {p99:.1f} ms)", fontsize=10)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write atomically (format from the suffix), close."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     try:

@@ -11,6 +11,7 @@ import numpy as np
 
 from theia_ros.atomic import atomic_write
 from theia_ros.evaluate.spot_drawer import SUCCESS_OPEN_M
+from training.demo.report import save_figure, tick_histogram
 
 
 def write_spot_plot(path: str | Path, report: Mapping[str, Any],
@@ -48,23 +49,10 @@ def write_spot_plot(path: str | Path, report: Mapping[str, Any],
                  fontsize=10)
     ax = axes[1]
     if tick_ms:
-        p50, p99 = (float(v) for v in np.percentile(tick_ms, [50, 99]))
-        ax.hist(tick_ms, bins=30, color="#3a6ea5")
-        ax.axvline(200.0, color="k", ls="--", label="period 200 ms")
-        ax.axvline(p50, color="#d62728", ls=":", label=f"p50 {p50:.1f} ms")
-        ax.set_xlabel("control step (ms)")
-        ax.set_ylabel("ticks")
-        ax.legend(fontsize=8)
-        ax.set_title(f"control step, {len(tick_ms)} ticks (p99 {p99:.1f} ms)", fontsize=10)
+        tick_histogram(ax, tick_ms, 200.0)
     else:
         ax.set_axis_off()
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format=path.suffix[1:] or "png"))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_frame_strip(video: str | Path, path: str | Path, frames: int = 4,
