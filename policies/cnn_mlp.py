@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from theia_ros.errors import TheiaError
-from theia_ros.schema import fld, parse
+from theia_ros.schema import check_positive_ints, fld, parse
 from theia_ros.types import ACTION_DIM
 
 
@@ -62,11 +62,9 @@ class CnnMlpConfig:
     n_obs_steps: int = fld(1, ge=1, le=64)
 
     def __post_init__(self) -> None:
-        for name in ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
-                     "neck_channels", "hidden_dim", "num_views", "n_obs_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TheiaError(f"cnn_mlp config: {name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
+                                   "neck_channels", "hidden_dim", "num_views", "n_obs_steps"),
+                            "cnn_mlp config")
         if self.neck_side < 1:
             raise TheiaError(f"cnn_mlp config: grid {self.grid} is too small for the "
                              "compression convs (need at least 6)")

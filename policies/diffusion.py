@@ -35,7 +35,7 @@ from torch import nn
 
 from policies.cnn_mlp import check_states, check_views
 from theia_ros.errors import TheiaError
-from theia_ros.schema import fld, parse
+from theia_ros.schema import check_positive_ints, fld, parse
 from theia_ros.types import ACTION_DIM
 
 if TYPE_CHECKING:
@@ -94,14 +94,11 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "down_dims", tuple(int(d) for d in self.down_dims))
-        for name in ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
-                     "proj_channels", "image_cond_dim", "kernel_size", "n_groups",
-                     "step_embed_dim", "num_train_timesteps", "num_inference_steps",
-                     "num_views", "n_obs_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TheiaError(f"diffusion config: {name} must be a positive int, "
-                                 f"got {value!r}")
+        check_positive_ints(self, ("feature_dim", "state_dim", "action_dim", "horizon", "grid",
+                                   "proj_channels", "image_cond_dim", "kernel_size", "n_groups",
+                                   "step_embed_dim", "num_train_timesteps",
+                                   "num_inference_steps", "num_views", "n_obs_steps"),
+                            "diffusion config")
         if not self.down_dims:
             raise TheiaError("diffusion config: down_dims must name at least one width")
         bad = [d for d in (*self.down_dims, self.proj_channels) if d % self.n_groups]

@@ -177,6 +177,15 @@ def check(where: str | object, path: str, ok: bool, problem: str) -> None:
         raise TheiaError(f"{where}: {path}: {problem}")
 
 
+def check_positive_ints(obj: object, names: tuple[str, ...], where: str) -> None:
+    """For a config built directly (not through ``parse``): each named field is an int >= 1
+    (bools refused)."""
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TheiaError(f"{where}: {name} must be a positive int, got {value!r}")
+
+
 # ----------------------------------------------------------------------------- metadata files
 
 MAX_METADATA_BYTES = 4 << 20  # bundle.yaml / config.json / policy.json are a few KB
