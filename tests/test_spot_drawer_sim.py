@@ -44,6 +44,15 @@ def _put_hand(robot, world, offset_body: np.ndarray, steps: int = 5) -> None:
         robot.step(DT)
 
 
+def _grip_handle(robot, world) -> None:
+    """Open jaws onto the handle, then close them (0.6 s)."""
+    robot.arm.claw = robot.arm.claw_target = 1.0
+    _put_hand(robot, world, np.zeros(3))
+    robot.arm.claw_target = 0.0
+    for _ in range(60):
+        robot.step(DT)
+
+
 def _pull_axis(world) -> np.ndarray:
     return world.to_body(world.handle_closed_world + world.pull_dir_world) - \
         world.to_body(world.handle_closed_world)
@@ -70,11 +79,7 @@ def test_handle_pose_follows_the_stance(world_robot):
 
 def test_gripped_pull_opens_the_drawer_and_counts_as_success(world_robot):
     world, robot = world_robot
-    robot.arm.claw = robot.arm.claw_target = 1.0
-    _put_hand(robot, world, np.zeros(3))
-    robot.arm.claw_target = 0.0
-    for _ in range(60):
-        robot.step(DT)
+    _grip_handle(robot, world)
     assert robot.arm.gripping and robot.arm.claw == pytest.approx(HANDLE_WIDTH)
     axis = _pull_axis(world)
     for d in np.linspace(0.0, 0.15, 16):
@@ -94,11 +99,7 @@ def test_open_claw_pulls_nothing(world_robot):
 
 def test_pulling_off_the_slide_line_slips(world_robot):
     world, robot = world_robot
-    robot.arm.claw = robot.arm.claw_target = 1.0
-    _put_hand(robot, world, np.zeros(3))
-    robot.arm.claw_target = 0.0
-    for _ in range(60):
-        robot.step(DT)
+    _grip_handle(robot, world)
     assert robot.arm.gripping
     sideways = np.array([0.0, 0.0, 1.0])  # straight up, across the slide
     for d in np.linspace(0.0, 0.08, 9):
