@@ -189,6 +189,14 @@ class Estop(_Base, estop_service_pb2_grpc.EstopServiceServicer):
         return self._ok(response, request)
 
 
+def _grant(robot: StandInRobot, request, response, status_ok: int, event: str) -> None:
+    """Acquire/Take: a new body lease for the caller, in the response (robot lock held)."""
+    response.lease.CopyFrom(robot.grant_lease(request.header.client_name))
+    response.lease_owner.client_name = robot.lease_owner
+    response.status = status_ok
+    robot.events.append(event)
+
+
 class Lease(_Base, lease_service_pb2_grpc.LeaseServiceServicer):
     def AcquireLease(self, request, context):
         robot = self.robot
@@ -200,20 +208,16 @@ class Lease(_Base, lease_service_pb2_grpc.LeaseServiceServicer):
                 response.status = lease_pb2.AcquireLeaseResponse.STATUS_RESOURCE_ALREADY_CLAIMED
                 response.lease_owner.client_name = robot.lease_owner
             else:
-                response.lease.CopyFrom(robot.grant_lease(request.header.client_name))
-                response.lease_owner.client_name = robot.lease_owner
-                response.status = lease_pb2.AcquireLeaseResponse.STATUS_OK
-                robot.events.append("lease_acquire")
+                _grant(robot, request, response, lease_pb2.AcquireLeaseResponse.STATUS_OK,
+                       "lease_acquire")
         return self._ok(response, request)
 
     def TakeLease(self, request, context):
         robot = self.robot
         response = lease_pb2.TakeLeaseResponse()
         with robot.lock:
-            response.lease.CopyFrom(robot.grant_lease(request.header.client_name))
-            response.lease_owner.client_name = robot.lease_owner
-            response.status = lease_pb2.TakeLeaseResponse.STATUS_OK
-            robot.events.append("lease_take")
+            _grant(robot, request, response, lease_pb2.TakeLeaseResponse.STATUS_OK,
+                   "lease_take")
         return self._ok(response, request)
 
     def ReturnLease(self, request, context):
