@@ -1,8 +1,8 @@
 """Observation history for policies that condition on the last T ticks (``n_obs_steps``).
 
-Every tick that passes the freshness check pushes its observation: each camera's frame is
-encoded once (a frame whose stamp did not change is not encoded again) and the per-camera
-features and the joint state are kept for the last T ticks. The policy then gets a
+Every tick that passes the freshness check pushes its observation: each camera's new frame
+is encoded once (a repeated frame is found from its stamp before anything is encoded) and
+the per-camera features and the joint state are kept for the last T ticks. The policy then gets a
 :class:`StackedObservation` holding the features ``[T * K, 196, C]`` (time-major: oldest tick
 first, cameras in the policy's order) and the states ``[T, S]``, so a planning thread works on
 a snapshot, never on a history the next tick is changing.
@@ -75,7 +75,7 @@ class ObservationHistory:
         self.period_s = float(period_s)
         self.encoded_frames = 0  # frames that went through the encoder (each once)
         self._entries: deque[_Entry] = deque(maxlen=self.n_obs_steps)
-        self._last: dict[str, tuple[float, np.ndarray]] = {}  # camera -> (stamp, tokens)
+        self._last: dict[str, float] = {}  # camera -> stamp of its last encoded frame
         self._episode_start = True
 
     def reset(self) -> None:
@@ -91,25 +91,22 @@ class ObservationHistory:
     def push(self, obs: Observation, now_s: float
              ) -> tuple[StackedObservation | None, HoldReason | None]:
         """Add this tick's ``obs``; -> (the stacked observation, None) or (None, hold reason)."""
-        feats, repeated = [], False
+        stamps = []
         for cam in self.cameras:
             if cam not in obs.images:
                 self._restart()
                 return None, HoldReason.MISSING_IMAGE
-            stamp = float(obs.stamps_s.get(cam, obs.stamp_s))
-            last = self._last.get(cam)
-            if last is not None and last[0] == stamp:
-                repeated = True
-                tokens = last[1]
-            else:
-                tokens = np.asarray(self.encode(obs.images[cam]), np.float32)
-                tokens = tokens.reshape(tokens.shape[-2:])
-                self._last[cam] = (stamp, tokens)
-                self.encoded_frames += 1
-            feats.append(tokens)
-        if repeated:
-            self._restart()
+            stamps.append(float(obs.stamps_s.get(cam, obs.stamp_s)))
+        if any(self._last.get(cam) == stamp for cam, stamp in zip(self.cameras, stamps)):
+            self._restart()  # a frame shown twice: checked before any encoding is spent
             return None, HoldReason.STALE_HISTORY
+        feats = []
+        for cam, stamp in zip(self.cameras, stamps):
+            tokens = np.asarray(self.encode(obs.images[cam]), np.float32)
+            tokens = tokens.reshape(tokens.shape[-2:])
+            self._last[cam] = stamp
+            self.encoded_frames += 1
+            feats.append(tokens)
         if self._entries and now_s - self._entries[-1].time_s > GAP_PERIODS * self.period_s:
             self._restart()
         self._entries.append(_Entry(float(now_s), np.stack(feats), obs.state_vector()))
