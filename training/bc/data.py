@@ -91,7 +91,12 @@ def _fingerprint(arrays: list[np.ndarray]) -> str:
 def read_episode(source: EpisodeSource, index: int, camera: str
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Episode ``index`` -> (images ``[T, H, W, 3]`` u8, states ``[T, S]``, actions ``[T, A]``)."""
-    ep = source.episode(index)
+    return episode_arrays(source.episode(index), index, camera)
+
+
+def episode_arrays(ep: dict, index: int, camera: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_episode` on an episode already read (one read serves every camera)."""
     key = IMAGE_PREFIX + camera
     for k in (key, STATE_KEY, ACTION_KEY):
         if k not in ep:
@@ -126,8 +131,9 @@ def load_demos(source: EpisodeSource, episodes: list[int], cameras: str | list[s
     states, actions, ends, lengths = [], [], [], []
     total = 0
     for i in episodes:
+        ep = source.episode(i)  # decoded once, whatever the number of cameras
         for cam in cameras:
-            im, st, ac = read_episode(source, i, cam)
+            im, st, ac = episode_arrays(ep, i, cam)
             prints[cam].append(_fingerprint([im, st, ac]))
             if keep_images:
                 imgs[cam].append(im)

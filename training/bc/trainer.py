@@ -190,6 +190,7 @@ class BCTrainer:
         self.train_data, self.val_data = self._datasets()
         n = len(self.train_data)
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, its shuffle)
         self.total_steps = cfg.iters if cfg.iters is not None else (
             cfg.epochs * self.steps_per_epoch)
 
@@ -245,7 +246,13 @@ class BCTrainer:
 
     # --- batches ----------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.train_data))
+        """The epoch's shuffle (seeded by epoch, so a resume gets the same one); computed
+        once per epoch, not once per step."""
+        if self._order is None or self._order[0] != epoch:
+            order = np.random.default_rng([self.cfg.seed, epoch]).permutation(
+                len(self.train_data))
+            self._order = (epoch, order)
+        return self._order[1]
 
     def _batch_indices(self, step: int) -> np.ndarray:
         epoch, pos = divmod(step, self.steps_per_epoch)

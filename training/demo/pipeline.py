@@ -122,8 +122,9 @@ def _export(paths: dict[str, Path], log: Callable[[str], None]) -> None:
 
 def _random_encoder(config: DemoConfig) -> bool:
     """A named Theia size with no checkpoint file: random weights (none download here)."""
-    return config.encoder.startswith(("theia_tiny", "theia_small", "theia_base")) \
-        and not Path(config.encoder).exists()
+    from policies.checkpoint import is_registry_name
+
+    return is_registry_name(config.encoder)
 
 
 def _report(config: DemoConfig, paths: dict[str, Path], files: dict[str, Path],
@@ -131,7 +132,7 @@ def _report(config: DemoConfig, paths: dict[str, Path], files: dict[str, Path],
             total_wall_s: float) -> dict[str, Any]:
     seeds_file = paths["dataset"] / "demo_seeds.json"
     demo_seeds = json.loads(seeds_file.read_text())["seeds"] if seeds_file.exists() else []
-    random_init = not Path(config.encoder).exists() and config.encoder.startswith("theia_")
+    random_init = _random_encoder(config)
     return {
         "title": "record -> train -> export -> run at 5 Hz (MuJoCo WidowX 250s, door)",
         "encoder": (f"{config.encoder} ({'fine-tuned' if config.finetune else 'frozen'}"

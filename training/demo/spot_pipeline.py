@@ -64,7 +64,7 @@ def spot_stage_keys(config: SpotDemoConfig) -> dict[str, dict[str, Any]]:
 def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
                   log: Callable[[str], None] = print, show_progress: bool = True
                   ) -> dict[str, Any]:
-    from training.demo.pipeline import _preload_torch_stack
+    from training.demo.pipeline import _export, _preload_torch_stack
 
     _preload_torch_stack()  # before MuJoCo's EGL context (see there)
     import torch
@@ -106,11 +106,7 @@ def run_spot_demo(config: SpotDemoConfig, out: str | Path, *,
         log(f"  {res.step} steps, train loss {res.train_loss:.4f}")
 
     def export() -> None:
-        from training.export import ExportOptions, export_bundle
-
-        export_bundle(paths["policy"], paths["bundle"],
-                      ExportOptions(dataset=str(paths["dataset"]), overwrite=True),
-                      log=lambda s: log(f"  {s}"))
+        _export(paths, log)
 
     runner.run("dataset", paths["dataset"] / "meta" / "info.json", record)
     runner.run("policy", paths["policy"] / "policy.json", train)
