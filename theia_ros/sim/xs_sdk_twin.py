@@ -1,8 +1,13 @@
 """A MuJoCo WidowX 250s behind the ``xs_sdk`` ROS interface, for rehearsals without the arm.
 
-Interbotix's own ``xs_sdk_sim`` moves joints kinematically and models no registers; this node
-serves the same topics and services as the C++ driver node (``interbotix_xs_sdk``'s
-``xs_sdk_obj.cpp``), under the node's namespace, with the real ``interbotix_xs_msgs`` types:
+THIS IS A SIMULATOR STANDING IN FOR INTERBOTIX'S DRIVER, NOT INTERBOTIX SOFTWARE. It imitates
+the C++ driver node of ``interbotix_ros_core``: ``interbotix_ros_xseries/interbotix_xs_sdk/
+src/xs_sdk_obj.cpp`` (topics, services, the robot-info answer) and ``interbotix_xs_driver/
+src/xs_driver.cpp`` (register reads), with the start-up modes of ``interbotix_ros_xsarms/
+interbotix_xsarm_control/config/modes.yaml`` (the project keeps these upstream copies under
+``shared/upstream/interbotix/``). Interbotix's own ``xs_sdk_sim`` moves joints kinematically
+and models no registers; this node serves the same topics and services as the C++ driver,
+under the node's namespace, with the real ``interbotix_xs_msgs`` types:
 
     sub  commands/joint_group, commands/joint_single   JointGroupCommand / JointSingleCommand
     pub  joint_states                                  sensor_msgs/JointState (100 Hz)

@@ -18,6 +18,10 @@ success = drawer opened at least 10 cm):
 - the body camera ``front_color`` (colour, forward-facing at the front of the body, pitched
   10 degrees down) is rendered in the world thread at ``camera_hz`` and served as JPEG by the
   image service with its render time as acquisition time (other sources stay synthetic).
+
+The frames go out as bosdyn-api ``image.proto`` ``ImageResponse`` messages (``FORMAT_JPEG``,
+``shot.acquisition_time``; the generated ``bosdyn/api/image_pb2.py``), through the image
+service in ``services.py``; the scene itself imitates no vendor code.
 """
 
 from __future__ import annotations

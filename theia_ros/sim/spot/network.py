@@ -4,7 +4,10 @@ THIS IS PART OF A STAND-IN FOR A SPOT ROBOT, NOT BOSTON DYNAMICS' SOFTWARE. A gR
 interceptor delays each request before the robot handles it (one-way latency + uniform
 jitter), drops a fraction of them (the client's deadline then expires: it sees a timeout) and
 refuses everything while the link is down (UNAVAILABLE). ``methods`` limits the impairment to
-RPC names containing one of the given strings (e.g. ``("RetainLease",)``).
+RPC names containing one of the given strings (e.g. ``("RetainLease",)``). Built on grpcio's
+``grpc.ServerInterceptor``; the failures are the gRPC status codes bosdyn-client maps to its
+ own errors (``bosdyn/client/channel.py``: DEADLINE_EXCEEDED -> TimedOutError, UNAVAILABLE ->
+UnableToConnectToRobotError).
 """
 
 from __future__ import annotations
