@@ -37,9 +37,14 @@ from theia_ros.ros.task_config import (
 PACKAGE = "theia_ros"
 INTERBOTIX_PACKAGE = "interbotix_xsarm_control"
 INTERBOTIX_LAUNCH = "xsarm_control.launch.py"
+# Camera drivers, checked against their sources: realsense-ros ``realsense2_camera/launch/
+# rs_launch.py`` (arguments camera_name, camera_namespace, serial_no, enable_depth,
+# rgb_camera.color_profile; the node at /<camera_namespace>/<camera_name> since 4.55) and
+# ``src/realsense_node_factory.cpp`` (a leading "_" of serial_no is stripped); usb_cam
+# ``src/usb_cam_node.cpp`` (parameters video_device, image_width, image_height, framerate,
+# pixel_format incl. "yuyv2rgb"; publishes "image_raw") and its CMakeLists (usb_cam_node_exe).
 REALSENSE_PACKAGE = "realsense2_camera"
 REALSENSE_LAUNCH = "rs_launch.py"
-# realsense2_camera 4.55+ puts its node at /<camera_namespace>/<camera_name> (both "camera")
 REALSENSE_COLOR_TOPIC = "/camera/camera/color/image_raw"
 USB_CAM_PACKAGE, USB_CAM_EXECUTABLE = "usb_cam", "usb_cam_node_exe"
 SPACENAV_PACKAGE, SPACENAV_EXECUTABLE = "spacenav", "spacenav_node"
