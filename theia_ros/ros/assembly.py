@@ -105,10 +105,15 @@ def choose_rate(requested_hz: float, trained_hz: float, allow_override: bool) ->
     return trained_hz
 
 
+def node_cameras(p: Mapping[str, Any]) -> tuple[str, ...]:
+    """The node's cameras in the policy's order (``cameras``, else the one ``camera``)."""
+    return tuple(p.get("cameras") or (p["camera"],))
+
+
 def camera_topics(p: Mapping[str, Any]) -> dict[str, str]:
     """Camera -> topic: a camera named in ``camera_topics`` (``name=topic``) on its topic,
     else the first camera on ``image_topic`` and the others on ``/<name>/image_raw``."""
-    cameras = list(p.get("cameras") or [p["camera"]])
+    cameras = list(node_cameras(p))
     given: dict[str, str] = {}
     for item in p.get("camera_topics") or []:
         name, sep, topic = str(item).partition("=")
@@ -146,7 +151,7 @@ def _known_cameras(param: str, named: Mapping[str, Any], cameras: list[str]) -> 
 
 
 def _freshness(p: Mapping[str, Any], task: TaskConfig | None) -> Freshness:
-    cameras = tuple(p.get("cameras") or (p["camera"],))
+    cameras = node_cameras(p)
     ages = camera_max_ages(p)
     _known_cameras("camera_max_image_age_s", ages, list(cameras))
     kw = {"cameras": cameras, "max_image_age_s": p["max_image_age_s"],
@@ -187,7 +192,7 @@ def build_control(p: dict[str, Any], task: TaskConfig | None, *,
     if setup is None:
         ctx = RobotContext(task, action_kind, p["rate_hz"], joints, sim_seed=p["sim_seed"],
                            image_hw=image_hw or (224, 224),
-                           cameras=tuple(p.get("cameras") or (p["camera"],)))
+                           cameras=node_cameras(p))
         setup = build_robot(p["robot"], ctx)
     images = ImageCache() if setup.images_from_topic else None
     safety = SafetyFilter(override_limits(setup.limits, p), setup.joint_solver)
